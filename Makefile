@@ -1,0 +1,48 @@
+# The toolkit's jobs. `make help` lists them. Every stage reruns on another dataset by naming it:
+#   make preprocess MANIFEST=manifests/industrial-parts.toml
+#   make train DATA=data/industrial-parts RUN=runs/industrial-parts PRESET=paper
+SHELL := /bin/bash
+VENV ?= $(HOME)/.cache/aps/venv
+PY := $(VENV)/bin/python
+APS := $(VENV)/bin/aps
+MANIFEST ?= manifests/industrial-demo.toml
+DATASET ?= $(basename $(notdir $(MANIFEST)))
+DATA ?= data/$(DATASET)
+RUN ?= runs/$(DATASET)
+REPORT ?= reports/$(DATASET)
+PRESET ?= cpu-demo
+EPOCHS ?=
+SCHEDULER ?= local
+EPOCHS_FLAG := $(if $(EPOCHS),--epochs $(EPOCHS),)
+
+.PHONY: help setup demo preprocess train eval test lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+setup:  ## install system packages, the virtualenv ($(VENV)) and the project
+	bash scripts/setup.sh
+
+demo: setup  ## set up, then preprocess, train and evaluate the built-in demo dataset
+	$(MAKE) preprocess train eval
+
+preprocess:  ## meshes -> zarr store (MANIFEST=..., DATA=...)
+	$(APS) preprocess --manifest $(MANIFEST) --out $(DATA) --scheduler $(SCHEDULER)
+
+train:  ## store -> checkpoints in RUN (DATA=..., RUN=..., PRESET=cpu-demo|paper, EPOCHS=...)
+	$(APS) train --data $(DATA) --out $(RUN) --preset $(PRESET) $(EPOCHS_FLAG)
+
+eval:  ## checkpoint + store -> meshes, metrics, pictures in REPORT
+	$(APS) eval --checkpoint $(RUN)/last.ckpt --data $(DATA) --out $(REPORT)
+
+test:  ## run the test suite
+	$(PY) -m pytest -q
+
+lint:  ## ruff over the code
+	$(VENV)/bin/ruff check aps pipeline trainer evaluation tests benchmarks
+
+bench:  ## print the speed and size figures of each stage
+	$(PY) benchmarks/bench_preprocess.py
+
+clean:  ## remove generated data, runs and reports (not the virtualenv)
+	rm -rf data runs reports

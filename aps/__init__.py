@@ -1,0 +1,1 @@
+"""The `aps` command: one CLI over the three stages (pipeline, trainer, evaluation)."""

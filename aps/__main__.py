@@ -1,0 +1,3 @@
+from aps.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""Dataset manifests: what a dataset is (sources, categories, split, parameters). Format: manifests/README.md."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PreprocessConfig
+from pipeline.sources import ObjectSpec, SourceError, list_objects
+
+SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file."""
+
+
+@dataclass
+class Manifest:
+    name: str
+    sources: list[dict[str, Any]]
+    split: dict[str, Any] = field(default_factory=lambda: {"method": "hash", "val": 0.1, "test": 0.1})
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+    path: Path | None = None
+
+    def config(self) -> PreprocessConfig:
+        try:
+            return PreprocessConfig.from_dict(self.params)
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(f"{self.path or self.name}: [params]: {exc}") from exc
+
+    def objects(self) -> list[tuple[ObjectSpec, str]]:
+        """Every object of every source with its split; duplicate ids are an error."""
+        specs: list[ObjectSpec] = []
+        for i, source in enumerate(self.sources):
+            try:
+                specs.extend(list_objects(source, self.base_dir))
+            except SourceError as exc:
+                raise ManifestError(f"{self.path or self.name}: source {i + 1}: {exc}") from exc
+        seen: dict[str, str] = {}
+        for s in specs:
+            if s.object_id in seen:
+                raise ManifestError(f"{self.path or self.name}: object id {s.object_id!r} comes from both "
+                                    f"{seen[s.object_id]} and {s.source}")
+            seen[s.object_id] = s.source
+        return [(s, assign_split(s.object_id, self.split)) for s in specs]
+
+
+def assign_split(object_id: str, split: dict[str, Any]) -> str:
+    """'hash': a stable fraction by a hash of the id (adding objects never moves others); 'lists': named ids."""
+    method = split.get("method", "hash")
+    if method == "lists":
+        for name in ("test", "val"):
+            if object_id in set(split.get(name, [])):
+                return name
+        return "train"
+    if method == "hash":
+        u = int(hashlib.sha256(object_id.encode()).hexdigest()[:8], 16) / 2**32
+        test, val = float(split.get("test", 0.1)), float(split.get("val", 0.1))
+        return "test" if u < test else "val" if u < test + val else "train"
+    raise ManifestError(f"unknown split method {method!r} (hash or lists)")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read a TOML manifest (tomllib: a safe parser, no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(data) - {"name", "description", "sources", "split", "params"})
+    if unknown:
+        raise ManifestError(f"{path}: unknown top-level key(s) {unknown}")
+    if not data.get("sources"):
+        raise ManifestError(f"{path}: no [[sources]]")
+    m = Manifest(name=str(data.get("name", path.stem)), sources=list(data["sources"]),
+                 params=dict(data.get("params", {})), description=str(data.get("description", "")),
+                 base_dir=path.parent.resolve(), path=path)
+    if "split" in data:
+        m.split = dict(data["split"])
+    m.config()  # fail early on bad parameters
+    for name in ("val", "test"):
+        if m.split.get("method") == "lists" and not isinstance(m.split.get(name, []), list):
+            raise ManifestError(f"{path}: split.{name} must be a list of object ids with method = 'lists'")
+    return m
+
+
+def folder_manifest(meshes: str | Path, name: str | None = None) -> Manifest:
+    """A plain folder of meshes (one subfolder per category) needs no manifest file: this is the implied one."""
+    root = Path(meshes).expanduser().resolve()
+    return Manifest(name=name or root.name, sources=[{"type": "folder", "root": str(root)}], base_dir=root)

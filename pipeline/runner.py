@@ -1,0 +1,163 @@
+"""The preprocess driver: plan the work, skip what is done, run the shards, keep the index and run records.
+
+Rerunning is incremental: an object whose content hash (mesh bytes, parameters, code version, split) is
+already in a completed shard is skipped. A run killed half-way leaves completed shards (renamed into
+place whole) and an index marked in_progress; the next run removes temporary shards, skips what is done,
+and finishes with every object exactly once in the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline import schema
+from pipeline.config import CODE_VERSION, PreprocessConfig
+from pipeline.executors import Outcome, run_dask, run_serial
+from pipeline.manifest import Manifest
+from pipeline.process import ObjectJob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    store: Path
+    done: int = 0
+    skipped: int = 0
+    failed: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"preprocess {self.run_id}: {self.done} done, {self.skipped} skipped, {len(self.failed)} failed "
+                f"in {self.seconds:.1f} s ({self.objects_per_second:.2f} objects/s) -> {self.store}")
+
+
+def content_hash(job: ObjectJob, config: PreprocessConfig) -> str:
+    """Names a unit of work: the mesh file's bytes, the parameters that shape its arrays, the code version."""
+    h = hashlib.sha256()
+    with open(job.source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(json.dumps([job.object_id, job.category, job.split, config.digest(), CODE_VERSION]).encode())
+    return h.hexdigest()[:32]
+
+
+def _append_records(store: Path, lines: list[dict]) -> None:
+    with open(store / schema.RUNS_FILE, "a") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+        f.flush()
+
+
+def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConfig | None = None,
+                   scheduler: str = "local", workers: int | None = None,
+                   progress: Callable[[int], object] | None = None) -> RunSummary:
+    """Preprocess every object of `manifest` into `store`. scheduler: 'local' (Dask LocalCluster), 'serial',
+    or the address of a running Dask scheduler."""
+    store = Path(store)
+    config = config or manifest.config()
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    start = time.perf_counter()
+    summary = RunSummary(run_id, store)
+    objects = manifest.objects()
+
+    schema.init_store(store, manifest.name, config.to_dict(), CODE_VERSION)
+    shards_dir = store / schema.SHARDS_DIR
+    shards_dir.mkdir(exist_ok=True)
+    for tmp in shards_dir.glob(".tmp-*"):  # left by a killed run: never complete, never read
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = {"run_id": run_id, "dataset": manifest.name, "params_digest": config.digest(),
+            "code_version": CODE_VERSION}
+    records: list[dict] = []
+    jobs: list[ObjectJob] = []
+    for spec, split in objects:
+        job = ObjectJob(spec.object_id, spec.category, split, spec.source)
+        try:
+            job = ObjectJob(job.object_id, job.category, split, job.source, content_hash(job, config))
+        except OSError as exc:
+            outcome = Outcome(job, "failed", f"{job.source}: cannot read file ({exc.strerror or exc})")
+            summary.failed.append(outcome)
+            records.append(_record(base, outcome))
+            continue
+        jobs.append(job)
+
+    existing: dict[str, tuple[str, int]] = {}
+    for shard, metas in schema.shard_objects(store).items():
+        for row, meta in enumerate(metas):
+            existing[f"{meta['object_id']}:{meta['content_hash']}"] = (shard, row)
+    index: dict[str, tuple[str, int]] = {}
+    pending: list[ObjectJob] = []
+    for job in jobs:
+        hit = existing.get(f"{job.object_id}:{job.content_hash}")
+        if hit is not None:
+            index[job.object_id] = hit
+            summary.skipped += 1
+            records.append(_record(base, Outcome(job, "skipped", shard=hit[0], row=hit[1])))
+        else:
+            pending.append(job)
+    _append_records(store, records)
+    schema.write_index(store, index, complete=False)
+
+    size = max(1, config.shard_size)
+    plan = []  # shards never mix splits, so all objects of a shard have the same arrays
+    for split in sorted({j.split for j in pending}):
+        group = [j for j in pending if j.split == split]
+        plan += [(f"{run_id}-{split}-{k:05d}", group[i:i + size]) for k, i in enumerate(range(0, len(group), size))]
+    on_object = progress or (lambda n: None)
+    if pending:
+        if scheduler == "serial":
+            shard_results = run_serial(str(store), plan, config, on_object)
+        else:
+            shard_results = run_dask(str(store), plan, config, on_object,
+                                     scheduler=None if scheduler == "local" else scheduler, workers=workers)
+        for outcomes in shard_results:
+            for o in outcomes:
+                if o.status == "ok":
+                    index[o.job.object_id] = (o.shard, o.row)
+                    summary.done += 1
+                    for step, sec in o.timings.items():
+                        summary.step_seconds[step] = summary.step_seconds.get(step, 0.0) + sec
+                else:
+                    summary.failed.append(o)
+            _append_records(store, [_record(base, o) for o in outcomes])
+            schema.write_index(store, index, complete=False)
+
+    wanted = {j.object_id for j in jobs}
+    index = {k: v for k, v in index.items() if k in wanted}
+    schema.write_index(store, index, complete=True)
+    used = {shard for shard, _ in index.values()}
+    for d in shards_dir.iterdir():  # shards whose every object was redone or dropped from the manifest
+        if not d.name.startswith(".") and d.name not in used:
+            shutil.rmtree(d, ignore_errors=True)
+    summary.seconds = time.perf_counter() - start
+    run_file = store / "runs" / f"{run_id}.json"
+    run_file.parent.mkdir(exist_ok=True)
+    schema.atomic_write_text(run_file, json.dumps({
+        **base, "manifest": str(manifest.path or ""), "params": config.to_dict(), "scheduler": scheduler,
+        "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
+        "seconds": summary.seconds, "step_seconds": summary.step_seconds}, indent=2))
+    return summary
+
+
+def _record(base: dict, o: Outcome) -> dict:
+    return {**base, "time": datetime.now(UTC).isoformat(timespec="seconds"), "object_id": o.job.object_id,
+            "category": o.job.category, "split": o.job.split, "source": o.job.source,
+            "content_hash": o.job.content_hash, "status": o.status, "error": o.error or None,
+            "shard": o.shard or None, "row": o.row if o.row >= 0 else None, "seconds": round(o.seconds, 4),
+            "timings": {k: round(v, 4) for k, v in o.timings.items()}}

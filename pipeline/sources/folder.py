@@ -1,0 +1,42 @@
+"""A plain folder of meshes with one subfolder per category: what a user points the stage at first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.sources import ObjectSpec, SourceError, make_object_id
+from pipeline.stages.load import MESH_SUFFIXES
+
+
+def resolve_root(root: str, manifest_dir: Path) -> Path:
+    path = Path(root).expanduser()
+    return path if path.is_absolute() else (manifest_dir / path).resolve()
+
+
+def list_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
+    """root/<category>/**/<mesh> -> objects `<category>-<relative path without suffix>`.
+
+    Files with other suffixes (.mtl, textures) are ignored; mesh files directly in root have no category
+    and are refused, so a mistake in the folder structure is not silently mislabelled.
+    """
+    if "root" not in source:
+        raise SourceError("folder source needs a 'root'")
+    root = resolve_root(source["root"], manifest_dir)
+    if not root.is_dir():
+        raise SourceError(f"{root}: mesh folder not found")
+    wanted = set(source.get("categories", []))
+    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
+    if loose:
+        raise SourceError(f"{root}: meshes must sit in one subfolder per category; found {loose[:3]} at the top")
+    specs = []
+    for cat_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if wanted and cat_dir.name not in wanted:
+            continue
+        for path in sorted(cat_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in MESH_SUFFIXES:
+                rel = path.relative_to(cat_dir).with_suffix("")
+                specs.append(ObjectSpec(make_object_id(cat_dir.name, *rel.parts), cat_dir.name, str(path)))
+    if not specs:
+        raise SourceError(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)}) in its category subfolders")
+    return specs

