@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -35,12 +36,15 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
     ok = [r for r in results if isinstance(r, schema.ObjectRecord)]
     outcomes: list[Outcome] = []
     if ok:
+        start = time.perf_counter()
         try:
             schema.write_shard(store_path, shard_name, ok)
         except Exception as exc:  # noqa: BLE001 - a write failure fails the shard's objects, not the run
             reason = f"writing shard {shard_name}: {type(exc).__name__}: {exc}"
             return [Outcome(r.job if isinstance(r, ObjectFailure) else _job_of(r), "failed", reason)
                     for r in results]
+        for r in ok:
+            r.timings["write"] = (time.perf_counter() - start) / len(ok)
     row = 0
     for r in results:
         if isinstance(r, schema.ObjectRecord):

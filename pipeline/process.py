@@ -64,7 +64,13 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
     lap("sample")
     dist = udf(vertices, faces, points, config.distance_backend)
     lap("distance")
-    inside_flags = inside(vertices, faces, points)
+    wants_reference = job.split in config.reference_splits
+    if wants_reference:  # one winding-number call for both point sets: the tree is built once
+        ref_uniform = uniform_points(config.n_reference, rng)
+        flags = inside(vertices, faces, np.concatenate([points, ref_uniform]))
+        inside_flags, ref_inside = flags[: len(points)], flags[len(points):]
+    else:
+        inside_flags = inside(vertices, faces, points)
     lap("inside")
 
     used = vertices[faces].reshape(-1, 3)
@@ -83,14 +89,13 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
         "K": K,
         "Rt": Rt,
     }
-    if job.split in config.reference_splits:
+    if wants_reference:
         ref_points, ref_normals = sample_surface(vertices, faces, config.n_reference, rng)
-        ref_uniform = uniform_points(config.n_reference, rng)
         arrays.update(
             ref_surface_points=ref_points.astype(np.float32),
             ref_surface_normals=ref_normals.astype(np.float32),
             ref_uniform_points=ref_uniform.astype(np.float32),
-            ref_uniform_inside=inside(vertices, faces, ref_uniform),
+            ref_uniform_inside=ref_inside,
         )
         lap("reference")
     return schema.ObjectRecord(job.object_id, job.category, job.split, job.source, job.content_hash,

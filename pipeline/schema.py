@@ -120,7 +120,7 @@ def _codecs(dtype: np.dtype) -> dict[str, Any]:
 
     typesize = np.dtype(dtype).itemsize
     shuffle = "noshuffle" if typesize == 1 else "shuffle"  # measured: shuffling bytes hurts images
-    return {"compressors": [BloscCodec(cname="zstd", clevel=5, shuffle=shuffle, typesize=typesize)]}
+    return {"compressors": [BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=typesize)]}
 
 
 def _inner_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:

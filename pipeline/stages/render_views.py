@@ -104,33 +104,37 @@ class MeshRenderer:
 
     def render(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
         """One RGBA view, uint8 (H, W, 4): Lambertian shading, alpha 0 where no surface is hit."""
+        return self.render_many(K[None], Rt[None], height, width)[0]
+
+    def render_many(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Views (V, H, W, 4) uint8 for cameras K (V, 3, 3), Rt (V, 3, 4), cast as one batch of rays."""
         import open3d as o3d
 
         # Rays through pixel centres, built here rather than with create_rays_pinhole so the pixel
         # convention is exactly the projection's: pixel (col, row) covers [col, col+1) x [row, row+1).
-        cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+        cols, rows = np.meshgrid(np.arange(width, dtype=np.float32) + 0.5, np.arange(height, dtype=np.float32) + 0.5)
         pix = np.stack([cols, rows, np.ones_like(cols)], axis=-1).reshape(-1, 3)
-        R, t = np.asarray(Rt[:, :3], np.float64), np.asarray(Rt[:, 3], np.float64)
-        dirs_cam = pix @ np.linalg.inv(np.asarray(K, np.float64)).T
-        dirs = dirs_cam @ R  # camera -> world (R is orthonormal)
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        origin = -R.T @ t
-        rays = np.concatenate([np.broadcast_to(origin, dirs.shape), dirs], axis=1).astype(np.float32)
-        hit = self.scene.cast_rays(o3d.core.Tensor(rays))
-        t_hit = hit["t_hit"].numpy()
-        normals = hit["primitive_normals"].numpy()
-        mask = np.isfinite(t_hit)
-        # headlight plus a key light from above-left of the camera: shape cues without a scene setup
-        key = R.T @ np.array([-0.4, -0.7, -0.6])
-        key /= np.linalg.norm(key)
-        head = np.abs(np.einsum("ij,ij->i", normals, dirs))
-        side = np.clip(np.abs(normals @ key), 0, 1)
+        R = np.asarray(Rt[:, :, :3], np.float32)
+        t = np.asarray(Rt[:, :, 3], np.float32)
+        dirs = (pix @ np.linalg.inv(np.asarray(K, np.float32)).transpose(0, 2, 1)) @ R  # camera -> world
+        dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+        origins = -np.einsum("vji,vj->vi", R, t)
+        rays = np.concatenate([np.broadcast_to(origins[:, None], dirs.shape), dirs], axis=-1)
+        hit = self.scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays.reshape(-1, 6))))
+        mask = np.isfinite(hit["t_hit"].numpy())
+        view = np.repeat(np.arange(len(K)), height * width)[mask]
+        normals = hit["primitive_normals"].numpy()[mask]
+        d = rays.reshape(-1, 6)[mask, 3:]
+        # headlight plus a key light from above-left of each camera: shape cues without a scene setup
+        key = np.einsum("vji,j->vi", R, np.array([-0.4, -0.7, -0.6], np.float32))
+        key /= np.linalg.norm(key, axis=-1, keepdims=True)
+        head = np.abs((normals * d).sum(-1))
+        side = np.clip(np.abs((normals * key[view]).sum(-1)), 0, 1)
         shade = 0.22 + 0.5 * head + 0.28 * side
-        rgb = np.clip(shade[:, None] * self.color[None] * 255.0, 0, 255)
-        image = np.zeros((height * width, 4), np.uint8)
-        image[mask, :3] = rgb[mask].astype(np.uint8)
+        image = np.zeros((len(K) * height * width, 4), np.uint8)
+        image[mask, :3] = np.clip(shade[:, None] * self.color * 255.0, 0, 255).astype(np.uint8)
         image[mask, 3] = 255
-        return image.reshape(height, width, 4)
+        return image.reshape(len(K), height, width, 4)
 
 
 def render_rgba(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray,
@@ -142,5 +146,4 @@ def render_rgba(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.n
 def render_views(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray,
                  image_size: int) -> np.ndarray:
     """All views of one object: uint8 (V, S, S, 4)."""
-    renderer = MeshRenderer(vertices, faces)
-    return np.stack([renderer.render(k, rt, image_size, image_size) for k, rt in zip(K, Rt)])
+    return MeshRenderer(vertices, faces).render_many(K, Rt, image_size, image_size)

@@ -129,7 +129,9 @@ def test_winding_number_flags_on_open_mesh_are_plausible(processed):
         frac = rec.arrays["ref_uniform_inside"].mean()
         v, f = load_normalised(path)
         hull = trimesh.Trimesh(v, f).convex_hull
-        assert 0.2 * hull.volume < frac < 1.05 * hull.volume
+        n = len(rec.arrays["ref_uniform_inside"])
+        noise = 4 * np.sqrt(hull.volume / n)  # 4 sigma of a Monte-Carlo volume estimate from n points
+        assert 0.2 * hull.volume < frac < hull.volume + noise
 
 
 def test_reference_data_only_for_reference_splits(robosuite_meshes):
