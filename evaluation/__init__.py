@@ -1,0 +1,1 @@
+"""The eval stage: checkpoint + zarr shards -> meshes, metrics tables, pictures (SPEC.md, "Evaluation")."""

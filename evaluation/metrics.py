@@ -1,0 +1,214 @@
+"""Reconstruction metrics in the normalised frame (OccNet's definitions, SPEC.md; docs/METRICS.md).
+
+All points are in the normalised frame (unit cube [-0.5, 0.5]^3, longest side 1) and all distances are
+Euclidean (not squared) in that frame's units: a Chamfer-L1 of 0.01 is 1% of the object's longest side.
+Neighbour queries use scipy.spatial.cKDTree.
+
+A prediction with no surface (the field never reaches 0.5, or marching cubes gives no face) cannot be
+sampled; its surface metrics take the worst values below and the status column says why. IoU is still
+computed from the field, which is defined everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+log = logging.getLogger(__name__)
+
+N_SURFACE_SAMPLES = 100_000  # OccNet: 100k points sampled on the predicted mesh
+FSCORE_TAU = 0.01  # F-score threshold, normalised units (1% of the longest side)
+EDGE_EPS = 0.01  # paper eq. 13: neighbourhood radius of the sharpness
+EDGE_SHARPNESS = 0.1  # paper eq. 13: edge point if sigma(p) < 0.1
+
+# Worst values for a prediction without surface (docs/METRICS.md, "Failures"). No two points of the unit
+# cube are farther apart than its diagonal, so no prediction inside it has a larger Chamfer distance.
+WORST_DISTANCE = math.sqrt(3.0)
+WORST_NORMAL_CONSISTENCY = 0.0
+WORST_FSCORE = 0.0
+
+METRIC_NAMES = ("iou", "chamfer_l1", "ecd", "normal_consistency", "fscore")
+HIGHER_IS_BETTER = {"iou": True, "chamfer_l1": False, "ecd": False, "normal_consistency": True,
+                    "fscore": True, "silhouette_iou": True}
+
+
+def _unit(normals: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.maximum(norm, 1e-12)
+
+
+def sample_mesh(vertices: np.ndarray, faces: np.ndarray, n: int = N_SURFACE_SAMPLES, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted samples on a triangle mesh.
+
+    vertices (V, 3), faces (F, 3) -> points (n, 3) float32 and their unit face normals (n, 3) float32,
+    same frame as the vertices. Degenerate faces (zero area) are never drawn.
+    """
+    import trimesh
+
+    mesh = trimesh.Trimesh(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), process=False)
+    points, face_index = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    normals = _unit(mesh.face_normals[face_index])
+    return points.astype(np.float32), normals.astype(np.float32)
+
+
+@dataclass
+class _Nearest:
+    """Nearest-neighbour distances and indices both ways between a predicted and a reference point set."""
+
+    pred_to_ref: np.ndarray  # (P,) distance of each predicted point to the nearest reference point
+    pred_to_ref_index: np.ndarray
+    ref_to_pred: np.ndarray  # (R,) distance of each reference point to the nearest predicted point
+    ref_to_pred_index: np.ndarray
+
+    @classmethod
+    def between(cls, pred: np.ndarray, ref: np.ndarray) -> _Nearest:
+        d_pr, i_pr = cKDTree(ref).query(pred, workers=-1)
+        d_rp, i_rp = cKDTree(pred).query(ref, workers=-1)
+        return cls(d_pr, i_pr, d_rp, i_rp)
+
+    def chamfer_l1(self) -> float:
+        return 0.5 * (float(self.pred_to_ref.mean()) + float(self.ref_to_pred.mean()))
+
+    def normal_consistency(self, pred_normals: np.ndarray, ref_normals: np.ndarray) -> float:
+        pn, rn = _unit(pred_normals), _unit(ref_normals)
+        accuracy = np.abs(np.einsum("ij,ij->i", pn, rn[self.pred_to_ref_index])).mean()
+        completeness = np.abs(np.einsum("ij,ij->i", rn, pn[self.ref_to_pred_index])).mean()
+        return 0.5 * (float(accuracy) + float(completeness))
+
+    def fscore(self, tau: float) -> tuple[float, float, float]:
+        precision = float((self.pred_to_ref <= tau).mean())
+        recall = float((self.ref_to_pred <= tau).mean())
+        f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        return f, precision, recall
+
+
+def chamfer_l1(pred: np.ndarray, ref: np.ndarray) -> float:
+    """½ (mean_{p in pred} min_{q in ref} |p - q| + mean_{q in ref} min_{p in pred} |q - p|).
+
+    pred (P, 3), ref (R, 3): points, normalised frame. Returns normalised units.
+    """
+    return _Nearest.between(pred, ref).chamfer_l1()
+
+
+def normal_consistency(pred: np.ndarray, pred_normals: np.ndarray, ref: np.ndarray, ref_normals: np.ndarray
+                       ) -> float:
+    """Mean |n_p . n_q| of a point's normal and its nearest neighbour's in the other set, both ways averaged.
+
+    Orientation-free (absolute value), in [0, 1]; 1 means every normal matches its neighbour's.
+    """
+    return _Nearest.between(pred, ref).normal_consistency(pred_normals, ref_normals)
+
+
+def fscore(pred: np.ndarray, ref: np.ndarray, tau: float = FSCORE_TAU) -> tuple[float, float, float]:
+    """F-score at distance tau: (F, precision, recall).
+
+    precision = fraction of predicted points within tau of the reference, recall = fraction of reference
+    points within tau of the prediction, F = 2PR / (P + R) (0 when both are 0).
+    """
+    return _Nearest.between(pred, ref).fscore(tau)
+
+
+def sharpness(points: np.ndarray, normals: np.ndarray, eps: float = EDGE_EPS) -> np.ndarray:
+    """Paper eq. 13: sigma(p) = min over neighbours q within eps of |n_p . n_q|.
+
+    points (N, 3), normals (N, 3) -> (N,) float in [0, 1]. A point with no neighbour within eps gets 1:
+    nothing shows it to be on an edge.
+    """
+    points = np.asarray(points, np.float64)
+    normals = _unit(np.asarray(normals, np.float64))
+    sigma = np.ones(len(points))
+    if len(points) < 2:
+        return sigma
+    pairs = cKDTree(points).query_pairs(eps, output_type="ndarray")
+    if len(pairs):
+        dots = np.abs(np.einsum("ij,ij->i", normals[pairs[:, 0]], normals[pairs[:, 1]]))
+        np.minimum.at(sigma, pairs[:, 0], dots)
+        np.minimum.at(sigma, pairs[:, 1], dots)
+    return sigma
+
+
+def edge_points(points: np.ndarray, normals: np.ndarray, eps: float = EDGE_EPS,
+                threshold: float = EDGE_SHARPNESS) -> np.ndarray:
+    """Boolean (N,) mask of the edge points: sigma(p) < threshold (paper eq. 13, eps 0.01, threshold 0.1)."""
+    return sharpness(points, normals, eps) < threshold
+
+
+def edge_chamfer_distance(pred: np.ndarray, pred_normals: np.ndarray, ref: np.ndarray,
+                          ref_normals: np.ndarray, eps: float = EDGE_EPS, threshold: float = EDGE_SHARPNESS
+                          ) -> tuple[float, int, int]:
+    """ECD: Chamfer-L1 between the edge points of the two sets -> (ecd, n_pred_edges, n_ref_edges).
+
+    The reference has no edge point (a smooth shape, e.g. rounded CAD parts at eps = 0.01): NaN, the metric
+    is undefined for this object and left out of the means. The reference has edges but the prediction none:
+    WORST_DISTANCE, every true edge was missed.
+    """
+    pred_edges = pred[edge_points(pred, pred_normals, eps, threshold)]
+    ref_edges = ref[edge_points(ref, ref_normals, eps, threshold)]
+    if len(ref_edges) == 0:
+        return math.nan, len(pred_edges), 0
+    if len(pred_edges) == 0:
+        return WORST_DISTANCE, 0, len(ref_edges)
+    return chamfer_l1(pred_edges, ref_edges), len(pred_edges), len(ref_edges)
+
+
+def volumetric_iou(pred_inside: np.ndarray, ref_inside: np.ndarray) -> float:
+    """|pred ∩ ref| / |pred ∪ ref| over the same uniform points of the reference box (OccNet's IoU).
+
+    pred_inside, ref_inside: (N,) bool. Both empty: 1 (the two agree that there is no volume).
+    """
+    pred_inside = np.asarray(pred_inside, bool)
+    ref_inside = np.asarray(ref_inside, bool)
+    if pred_inside.shape != ref_inside.shape:
+        raise ValueError(f"IoU needs flags of the same points: {pred_inside.shape} vs {ref_inside.shape}")
+    union = np.count_nonzero(pred_inside | ref_inside)
+    if union == 0:
+        return 1.0
+    return np.count_nonzero(pred_inside & ref_inside) / union
+
+
+def silhouette_iou(pred_masks: np.ndarray, ref_masks: np.ndarray) -> float:
+    """Mean over views of the pixel IoU of two silhouettes: a weight-free visual similarity (not DR-KFS).
+
+    pred_masks, ref_masks: (V, H, W) bool, the same cameras. Views where both are empty are skipped;
+    all empty: 1.
+    """
+    pred_masks = np.asarray(pred_masks, bool)
+    ref_masks = np.asarray(ref_masks, bool)
+    if pred_masks.shape != ref_masks.shape:
+        raise ValueError(f"silhouettes of different shapes: {pred_masks.shape} and {ref_masks.shape}")
+    inter = np.count_nonzero(pred_masks & ref_masks, axis=(1, 2))
+    union = np.count_nonzero(pred_masks | ref_masks, axis=(1, 2))
+    seen = union > 0
+    if not seen.any():
+        return 1.0
+    return float(np.mean(inter[seen] / union[seen]))
+
+
+def surface_scores(vertices: np.ndarray, faces: np.ndarray, ref_points: np.ndarray, ref_normals: np.ndarray,
+                   n_samples: int = N_SURFACE_SAMPLES, tau: float = FSCORE_TAU, seed: int = 0
+                   ) -> dict[str, float]:
+    """Chamfer-L1, ECD, normal consistency and F-score of a predicted mesh against the reference surface.
+
+    vertices (V, 3), faces (F, 3): the predicted mesh, normalised frame; ref_points, ref_normals (R, 3):
+    points and unit normals on the true surface. A mesh without faces gets the worst values (see the top).
+    Also returns precision, recall and the edge point counts, for the extra columns.
+    """
+    if len(faces) == 0:
+        return {"chamfer_l1": WORST_DISTANCE, "ecd": WORST_DISTANCE,
+                "normal_consistency": WORST_NORMAL_CONSISTENCY, "fscore": WORST_FSCORE,
+                "precision": 0.0, "recall": 0.0, "n_edge_pred": 0,
+                "n_edge_ref": int(np.count_nonzero(edge_points(ref_points, ref_normals)))}
+    pred, pred_normals = sample_mesh(vertices, faces, n_samples, seed)
+    ref_points = np.asarray(ref_points, np.float32)
+    nn = _Nearest.between(pred, ref_points)
+    f, precision, recall = nn.fscore(tau)
+    ecd, n_edge_pred, n_edge_ref = edge_chamfer_distance(pred, pred_normals, ref_points, ref_normals)
+    return {"chamfer_l1": nn.chamfer_l1(), "ecd": ecd,
+            "normal_consistency": nn.normal_consistency(pred_normals, ref_normals),
+            "fscore": f, "precision": precision, "recall": recall,
+            "n_edge_pred": n_edge_pred, "n_edge_ref": n_edge_ref}

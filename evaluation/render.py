@@ -1,0 +1,147 @@
+"""Pictures and silhouettes for the evaluation, through the preprocess stage's renderer (one renderer only).
+
+Meshes are rendered with pipeline.stages.render_views (open3d ray casting, OpenCV cameras K, Rt that map
+the normalised frame to pixels), the same code that rendered the stored input views, so a predicted
+silhouette and the stored alpha channel of the same view are directly comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.stages.render_views import MeshRenderer, project
+
+log = logging.getLogger(__name__)
+
+PRED_COLOR = (0.85, 0.55, 0.35)  # prediction in orange, ground truth in the renderer's grey-blue
+GT_COLOR = (0.62, 0.66, 0.72)
+
+
+def scale_intrinsics(K: np.ndarray, factor: float) -> np.ndarray:
+    """K (3, 3) of an image -> K of the same camera at `factor` times the pixel count per side.
+
+    The renderer's pixel (col, row) covers [col, col+1) x [row, row+1), so pixel coordinates scale exactly.
+    """
+    K = np.array(K, np.float64)
+    K[:2] *= factor
+    return K
+
+
+def render_mesh(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int,
+                width: int, color=GT_COLOR) -> np.ndarray:
+    """One view of a mesh (normalised frame): uint8 (H, W, 4) RGBA; an empty mesh: a transparent image."""
+    if len(faces) == 0:
+        return np.zeros((height, width, 4), np.uint8)
+    return MeshRenderer(vertices, faces, color=color).render(K, Rt, height, width)
+
+
+def silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int,
+                width: int) -> np.ndarray:
+    """Silhouettes (alpha > 0) of a mesh from several cameras: K (V, 3, 3), Rt (V, 3, 4) -> (V, H, W) bool."""
+    if len(faces) == 0:
+        return np.zeros((len(K), height, width), bool)
+    renderer = MeshRenderer(vertices, faces)
+    return np.stack([renderer.render(k, rt, height, width)[..., 3] > 0 for k, rt in zip(K, Rt, strict=True)])
+
+
+def render_points(points: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int, width: int,
+                  normals: np.ndarray | None = None, radius: int = 1, color=GT_COLOR) -> np.ndarray:
+    """Fallback picture of a surface given only as points: square splats, nearest point wins.
+
+    points (N, 3) normalised frame, optional unit normals (N, 3) for headlight shading -> uint8 (H, W, 4).
+    """
+    points = np.asarray(points, np.float64)
+    cam = points @ np.asarray(Rt, np.float64)[:, :3].T + np.asarray(Rt, np.float64)[:, 3]
+    uv = project(points, np.asarray(K, np.float64), np.asarray(Rt, np.float64))
+    shade = np.full(len(points), 0.8)
+    if normals is not None:
+        view = cam / np.linalg.norm(cam, axis=1, keepdims=True)
+        n_cam = np.asarray(normals, np.float64) @ np.asarray(Rt, np.float64)[:, :3].T
+        shade = 0.3 + 0.7 * np.abs(np.einsum("ij,ij->i", n_cam, view))
+    image = np.zeros((height, width, 4), np.uint8)
+    order = np.argsort(-cam[:, 2])  # far to near: nearer splats overwrite farther ones
+    cols = np.floor(uv[order, 0]).astype(int)
+    rows = np.floor(uv[order, 1]).astype(int)
+    rgb = np.clip(shade[order, None] * np.asarray(color)[None] * 255, 0, 255).astype(np.uint8)
+    ok = cam[order, 2] > 0
+    for dr in range(-radius + 1, radius):
+        for dc in range(-radius + 1, radius):
+            r, c = rows + dr, cols + dc
+            keep = ok & (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            image[r[keep], c[keep], :3] = rgb[keep]
+            image[r[keep], c[keep], 3] = 255
+    return image
+
+
+def load_source_mesh(source: str, scale: float, center: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The original mesh of an object mapped into the normalised frame ((orig - center) / scale), or None.
+
+    None (and a warning) when the file is missing or unreadable: the caller falls back to a point render.
+    """
+    import trimesh
+
+    if not source or not Path(source).is_file():
+        log.warning("source mesh %s not found: ground truth drawn from the reference points", source)
+        return None
+    try:
+        mesh = trimesh.load(source, force="mesh", process=False)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means: fall back to the points
+        log.warning("source mesh %s unreadable (%s): ground truth drawn from the reference points",
+                    source, exc)
+        return None
+    vertices = (np.asarray(mesh.vertices, np.float64) - np.asarray(center, np.float64)) / float(scale)
+    return vertices.astype(np.float32), np.asarray(mesh.faces, np.int64)
+
+
+def _rgba_on_white(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.shape[-1] == 3:
+        return image.astype(np.uint8)
+    alpha = image[..., 3:4].astype(np.float32) / 255.0
+    return (image[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+
+
+def compose_strip(images: list[np.ndarray], labels: list[str], tile: int = 256, margin: float = 0.08
+                  ) -> np.ndarray:
+    """Side-by-side tiles with captions: (H, W, 3) uint8.
+
+    images: square RGB or RGBA views of one camera at any sizes (RGBA is put on white). All are brought to
+    tile x tile, then cropped alike to the square around what any RGBA image shows (plus `margin`), so
+    the object fills the tile and the tiles still line up pixel for pixel.
+    """
+    from PIL import Image, ImageDraw
+
+    tiles = [np.asarray(Image.fromarray(np.asarray(im)).resize((tile, tile), Image.Resampling.NEAREST))
+             for im in images]
+    shown = [t[..., 3] > 0 for t in tiles if t.shape[-1] == 4 and (t[..., 3] > 0).any()]
+    if shown:
+        rows, cols = np.nonzero(np.logical_or.reduce(shown))
+        centre = np.array([(rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2])
+        half = min(tile / 2, max(rows.max() - rows.min(), cols.max() - cols.min()) * (0.5 + margin) + 2)
+        lo = np.clip(np.round(centre - half).astype(int), 0, tile - int(2 * half))
+        size = int(2 * half)
+        tiles = [t[lo[0]:lo[0] + size, lo[1]:lo[1] + size] for t in tiles]
+    caption = 18
+    strip = Image.new("RGB", (tile * len(images), tile + caption), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, (image, label) in enumerate(zip(tiles, labels, strict=True)):
+        tile_image = Image.fromarray(_rgba_on_white(image)).resize((tile, tile), Image.Resampling.LANCZOS)
+        strip.paste(tile_image, (i * tile, caption))
+        draw.text((i * tile + 4, 3), label, fill=(0, 0, 0))
+    return np.asarray(strip)
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a PNG under a temporary name and rename it."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.png")
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)

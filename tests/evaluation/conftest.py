@@ -1,0 +1,35 @@
+"""A tiny real store for the eval tests: two real parts in the test split (one arm link, one gripper part, so the
+per-category table has two columns), two in train and one in val (so `aps train` can leave a checkpoint);
+4 views of 137 px, 20k reference points per test object."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def eval_store(tmp_path_factory, robosuite_meshes) -> Path:
+    from pipeline.manifest import Manifest
+    from pipeline.runner import run_preprocess
+
+    root = tmp_path_factory.mktemp("eval_meshes")
+    ids = []
+    # test: iiwa link_6, panda hand; train: jaco shoulder, robotiq knuckle; val: iiwa link_7
+    for category, index in (("arm_link", 1), ("gripper_part", 1), ("arm_link", 0), ("gripper_part", 0),
+                            ("arm_link", 2)):
+        path = robosuite_meshes[category][index]
+        (root / category).mkdir(exist_ok=True)
+        shutil.copy(path, root / category / f"{path.parent.parent.name}_{path.name}")
+        ids.append(f"{category}-{path.parent.parent.name}_{path.stem}")
+    manifest = Manifest(
+        name="eval-fixture", sources=[{"type": "folder", "root": str(root)}],
+        split={"method": "lists", "val": ids[4:], "test": ids[:2]},
+        params={"views": {"n_views": 4, "image_size": 137, "up_axis": "z"}, "n_reference": 20000},
+        base_dir=root)
+    store = tmp_path_factory.mktemp("eval_stores") / "eval-fixture"
+    summary = run_preprocess(manifest, store, scheduler="serial")
+    assert summary.done == 5 and not summary.failed, summary.line()
+    return store
