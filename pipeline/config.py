@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.stages.render_views import ViewSampling
 
 # Bump when a change to the code changes what is written for the same inputs: objects are then redone.
-CODE_VERSION = "pipeline-1"
+CODE_VERSION = "pipeline-2"
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class PreprocessConfig:
     """evaluation reference points per object, on the surface and uniform in the cube (OccNet: 100k)"""
     reference_splits: tuple[str, ...] = ("test",)
     """splits whose objects get the evaluation reference arrays"""
-    distance_backend: str = "open3d"
-    """unsigned distance method: open3d (exact) or pysdf (fast, wrong on thin CAD triangles)"""
+    distance_backend: str = "libigl"
+    """unsigned distance method: libigl (exact, float64), open3d (float32: off on CAD slivers) or pysdf"""
     shard_size: int = 16
     """objects per zarr shard (one file per array per shard)"""
     seed: int = 0

@@ -17,7 +17,8 @@ REAL_MESHES = {
                  f"{ASSETS}/robots/ur5e/meshes/forearm.stl"],  # open (not watertight)
     "gripper_part": [f"{ASSETS}/grippers/meshes/robotiq_85_gripper/robotiq_arg2f_85_outer_knuckle.stl",
                      f"{ASSETS}/grippers/meshes/panda_gripper/hand.stl",
-                     f"{ASSETS}/grippers/meshes/xarm7_gripper/left_finger.stl"],  # thin
+                     f"{ASSETS}/grippers/meshes/xarm7_gripper/left_finger.stl",  # thin
+                     f"{ASSETS}/grippers/meshes/rethink_gripper/half_round_tip.stl"],  # slivers 1e-7 x 1
 }
 
 

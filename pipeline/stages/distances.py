@@ -1,8 +1,10 @@
 """Unsigned distances and inside flags of query points, robust on the non-watertight meshes of real datasets.
 
-- Distance: open3d's RaycastingScene.compute_distance (exact point-triangle distance over a BVH). pysdf is
-  kept as an option: it is right on well-shaped meshes but wrong on CAD exports with long thin triangles
-  (SPEC.md; tests/pipeline/test_distances.py shows both).
+- Distance: libigl's point_mesh_squared_distance (float64 AABB tree, exact point-triangle distance).
+  open3d's RaycastingScene.compute_distance is as fast but works in float32 and is off by up to 2.6e-4 on
+  CAD slivers (triangles 1e-7 wide and 1 long, e.g. robosuite's rethink half_round_tip); pysdf is right on
+  well-shaped meshes but wrong by up to 1e19 on such CAD exports. Both stay as options; the tests and
+  benchmarks/check_inside_and_distance.py show where each is right.
 - Inside: the generalised winding number (libigl's fast_winding_number), inside if |w| >= 0.5. Unlike ray
   parity it gives the union of overlapping shells and tolerates holes; |w| accepts inverted orientation.
 """
@@ -11,18 +13,24 @@ from __future__ import annotations
 
 import numpy as np
 
-DISTANCE_BACKENDS = ("open3d", "pysdf")
+DISTANCE_BACKENDS = ("libigl", "open3d", "pysdf")
 
 
-def udf(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, backend: str = "open3d") -> np.ndarray:
+def udf(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, backend: str = "libigl") -> np.ndarray:
     """Unsigned distance (N,) float64 of points (N, 3) to the triangle surface, in the mesh's units."""
+    if backend == "libigl":
+        import igl
+
+        sq, _, _ = igl.point_mesh_squared_distance(np.ascontiguousarray(points, np.float64),
+                                                   np.ascontiguousarray(vertices, np.float64),
+                                                   np.ascontiguousarray(faces, np.int64))
+        return np.sqrt(sq)
     if backend == "open3d":
         import open3d as o3d
 
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
                             o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
-        # float32 BVH over a unit-cube mesh: ~1e-7 rounding, far below the 1e-4 tolerance
         d = scene.compute_distance(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy()
         return d.astype(np.float64)
     if backend == "pysdf":
