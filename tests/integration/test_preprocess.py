@@ -20,6 +20,10 @@ ROOT = Path(__file__).parents[2]
 SMALL = {"views": {"n_views": 3}, "n_reference": 2000}
 
 
+def n_meshes(folder: Path) -> int:
+    return sum(1 for _ in folder.rglob("*.stl"))
+
+
 def small_manifest(folder: Path):
     m = folder_manifest(folder)
     m.params = dict(SMALL)
@@ -32,10 +36,10 @@ def test_dask_local_cluster_with_two_workers_matches_serial(tmp_path, mesh_folde
     config = m.config().with_overrides(shard_size=3)
     dask_summary = run_preprocess(m, tmp_path / "dask", config, scheduler="local", workers=2)
     serial_summary = run_preprocess(m, tmp_path / "serial", config, scheduler="serial")
-    assert dask_summary.done == serial_summary.done == 7 and not dask_summary.failed
+    assert dask_summary.done == serial_summary.done == n_meshes(mesh_folder) and not dask_summary.failed
     a, b = schema.open_store(tmp_path / "dask"), schema.open_store(tmp_path / "serial")
     assert a.object_ids == b.object_ids
-    assert len(list((tmp_path / "dask" / "shards").iterdir())) >= 3  # 7 objects, 3 a shard, splits apart
+    assert len(list((tmp_path / "dask" / "shards").iterdir())) >= 3  # 3 objects a shard, splits apart
     for oid in a.object_ids:  # same content hash -> same seed -> identical arrays, whichever executor
         assert np.array_equal(a.read(oid, "points"), b.read(oid, "points"))
         assert np.array_equal(a.read(oid, "images"), b.read(oid, "images"))
@@ -49,7 +53,8 @@ def test_rerun_skips_done_objects_and_redoes_changed_ones(tmp_path, mesh_folder)
     store = tmp_path / "store"
     first = run_preprocess(small_manifest(folder), store, scheduler="serial")
     again = run_preprocess(small_manifest(folder), store, scheduler="serial")
-    assert first.done == 7 and again.done == 0 and again.skipped == 7
+    n = n_meshes(folder)
+    assert first.done == n and again.done == 0 and again.skipped == n
     # change one mesh: only that object is redone, and its old shard copy is no longer indexed
     target = next((folder / "gripper_part").iterdir())
     import trimesh
@@ -59,12 +64,12 @@ def test_rerun_skips_done_objects_and_redoes_changed_ones(tmp_path, mesh_folder)
     mesh.apply_scale(1.5)
     mesh.export(target)
     third = run_preprocess(small_manifest(folder), store, scheduler="serial")
-    assert third.done == 1 and third.skipped == 6
+    assert third.done == 1 and third.skipped == n - 1
     s = schema.open_store(store)
-    assert len(s.object_ids) == 7
+    assert len(s.object_ids) == n
     assert s.info(f"gripper_part-{target.stem}")["content_hash"] != ""
     lines = [json.loads(x) for x in (store / schema.RUNS_FILE).read_text().splitlines()]
-    assert [x["status"] for x in lines].count("skipped") == 13
+    assert [x["status"] for x in lines].count("skipped") == 2 * n - 1
 
 
 def test_kill_minus_9_then_rerun_completes_every_object_once(tmp_path, mesh_folder):
@@ -89,16 +94,17 @@ def test_kill_minus_9_then_rerun_completes_every_object_once(tmp_path, mesh_fold
     index = json.loads((store / schema.INDEX_FILE).read_text())
     assert index["status"] == "in_progress", "the killed run must not look complete"
     survived = len([d for d in shards.iterdir() if not d.name.startswith(".")])
-    assert 2 <= survived < 7
+    n = n_meshes(mesh_folder)
+    assert 2 <= survived < n
     m = folder_manifest(mesh_folder)
     m.params = {"views": {"n_views": 24}, "n_reference": 50000, "reference_splits": ["train", "val", "test"],
                 "shard_size": 1}
     summary = run_preprocess(m, store, scheduler="serial")
-    assert summary.skipped >= 2 and summary.skipped + summary.done == 7 and not summary.failed
+    assert summary.skipped >= 2 and summary.skipped + summary.done == n and not summary.failed
     s = schema.open_store(store)
-    assert len(s.object_ids) == 7 == len(set(s.object_ids))
+    assert len(s.object_ids) == n == len(set(s.object_ids))
     assert not [d for d in shards.iterdir() if d.name.startswith(".tmp")]
-    assert len([d for d in shards.iterdir()]) == 7  # one object a shard, nothing duplicated or left over
+    assert len([d for d in shards.iterdir()]) == n  # one object a shard, nothing duplicated or left over
 
 
 def aps(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
