@@ -17,19 +17,23 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${need[@]}"
 fi
 
+quiet() {  # this machine's pip config names local mirrors that may be absent: drop those warnings only
+  "$@" 2>&1 | awk '!/is ignored: it is neither a file nor a directory/'
+}
+
 [ -x "$venv/bin/python" ] || { echo "setup: creating $venv"; "$python" -m venv "$venv"; }
 stamp="$venv/.aps-deps-stamp"
 want=$(sha256sum "$here/pyproject.toml" | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python dependencies into $venv (torch is a large install: a few minutes)"
-  "$venv/bin/pip" install -q --upgrade pip
+  quiet "$venv/bin/pip" install -q --upgrade pip
   # torch and torchvision first, at the versions this machine holds on disk (see README)
-  "$venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+  quiet "$venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
   # pysdf builds from source against Eigen; its setup script misreads Eigen 3.4's version without CPATH
-  CPATH=/usr/include/eigen3 "$venv/bin/pip" install -q -e "$here[dev]"
+  quiet env CPATH=/usr/include/eigen3 "$venv/bin/pip" install -q -e "$here[dev]"
   echo "$want" > "$stamp"
 else
-  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here" >/dev/null
+  quiet "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here" >/dev/null
 fi
 ln -sfn "$venv" "$here/.venv"
 "$venv/bin/python" -c "import torch, open3d, igl, pysdf, zarr, dask.distributed; print('setup: ok, torch', torch.__version__, '| open3d', open3d.__version__, '| zarr', zarr.__version__)"
