@@ -48,6 +48,15 @@ class Manifest:
                 raise ManifestError(f"{self.path or self.name}: object id {s.object_id!r} comes from both "
                                     f"{seen[s.object_id]} and {s.source}")
             seen[s.object_id] = s.source
+        if self.split.get("method") == "files":  # the benchmark's own split files (pipeline.sources.splits)
+            from pipeline.sources.splits import FileSplit, SplitFileError
+
+            try:
+                files = FileSplit.from_table(self.split, self.base_dir)
+            except (SplitFileError, OSError) as exc:
+                raise ManifestError(f"{self.path or self.name}: [split]: {exc}") from exc
+            listed = [(s, files.split_of(s)) for s in specs]
+            return [(s, split) for s, split in listed if split is not None]
         return [(s, assign_split(s.object_id, self.split)) for s in specs]
 
 
@@ -63,7 +72,7 @@ def assign_split(object_id: str, split: dict[str, Any]) -> str:
         u = int(hashlib.sha256(object_id.encode()).hexdigest()[:8], 16) / 2**32
         test, val = float(split.get("test", 0.1)), float(split.get("val", 0.1))
         return "test" if u < test else "val" if u < test + val else "train"
-    raise ManifestError(f"unknown split method {method!r} (hash or lists)")
+    raise ManifestError(f"unknown split method {method!r} (hash, lists or files)")
 
 
 def load_manifest(path: str | Path) -> Manifest:

@@ -9,8 +9,8 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.config import PreprocessConfig
+from pipeline.sources import load_dataset_views, load_source_mesh
 from pipeline.stages.distances import inside, udf
-from pipeline.stages.load import load_mesh
 from pipeline.stages.normalize import normalize
 from pipeline.stages.render_views import render_views, sample_cameras
 from pipeline.stages.sample_points import jitter, sample_surface, uniform_points
@@ -25,6 +25,7 @@ class ObjectJob:
     split: str
     source: str
     content_hash: str = ""
+    extras: str = ""  # the source's JSON extras (pipeline.sources.ObjectSpec): dataset views, CAD tolerance
 
 
 @dataclass
@@ -41,7 +42,11 @@ def object_rng(content_hash: str, seed: int) -> np.random.Generator:
 
 
 def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRecord:
-    """Normalise, sample, measure and render one object (SPEC.md, "Per-object training data")."""
+    """Normalise, sample, measure and render one object (SPEC.md, "Per-object training data").
+
+    Where the source ships views with their cameras (3D-R2N2 for ShapeNet), those are stored instead of
+    rendered ones.
+    """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -51,7 +56,7 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
         timings[name] = timings.get(name, 0.0) + now - clock
         clock = now
 
-    vertices, faces = load_mesh(job.source)
+    vertices, faces = load_source_mesh(job.source, job.extras)
     vertices, scale, center = normalize(vertices, faces)
     lap("load")
 
@@ -73,11 +78,17 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
         inside_flags = inside(vertices, faces, points)
     lap("inside")
 
-    used = vertices[faces].reshape(-1, 3)
-    diagonal = float(np.linalg.norm(np.ptp(used, axis=0)))
-    K, Rt, _ = sample_cameras(config.views, diagonal, rng, radius=float(np.linalg.norm(used, axis=1).max()))
-    images = render_views(vertices, faces, K, Rt, config.views.image_size)
-    lap("render")
+    dataset_views = load_dataset_views(job.extras, vertices, faces, scale, center, config.views.n_views,
+                                       config.views.image_size)
+    if dataset_views is not None:
+        images, K, Rt = dataset_views
+        lap("views")
+    else:
+        used = vertices[faces].reshape(-1, 3)
+        diagonal = float(np.linalg.norm(np.ptp(used, axis=0)))
+        K, Rt, _ = sample_cameras(config.views, diagonal, rng, radius=float(np.linalg.norm(used, axis=1).max()))
+        images = render_views(vertices, faces, K, Rt, config.views.image_size)
+        lap("render")
 
     arrays: dict[str, np.ndarray] = {
         "points": points_q,

@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from pipeline.config import CODE_VERSION, PreprocessConfig
 from pipeline.executors import Outcome, run_dask, run_serial
 from pipeline.manifest import Manifest
 from pipeline.process import ObjectJob
+from pipeline.sources import extra_input_files
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,25 @@ class RunSummary:
 
 
 def content_hash(job: ObjectJob, config: PreprocessConfig) -> str:
-    """Names a unit of work: the mesh file's bytes, the parameters that shape its arrays, the code version."""
+    """Names a unit of work: the mesh file's bytes, the bytes of the files a source adds (a dataset's views and
+    their cameras), the parameters that shape its arrays, the code version."""
     h = hashlib.sha256()
-    with open(job.source, "rb") as f:
+    _hash_file(h, job.source)
+    for path in extra_input_files(job.extras):
+        h.update(path.name.encode())
+        if path.is_file():
+            _hash_file(h, path)
+        else:  # absent: process_object fails the object with the reason; hashing the absence redoes it once fixed
+            h.update(b"<missing>")
+    key = [job.object_id, job.category, job.split, config.digest(), CODE_VERSION]
+    h.update(json.dumps(key + [job.extras] if job.extras else key).encode())
+    return h.hexdigest()[:32]
+
+
+def _hash_file(h, path: str | Path) -> None:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    h.update(json.dumps([job.object_id, job.category, job.split, config.digest(), CODE_VERSION]).encode())
-    return h.hexdigest()[:32]
 
 
 def _append_records(store: Path, lines: list[dict]) -> None:
@@ -87,9 +100,9 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
     records: list[dict] = []
     jobs: list[ObjectJob] = []
     for spec, split in objects:
-        job = ObjectJob(spec.object_id, spec.category, split, spec.source)
+        job = ObjectJob(spec.object_id, spec.category, split, spec.source, extras=spec.extras)
         try:
-            job = ObjectJob(job.object_id, job.category, split, job.source, content_hash(job, config))
+            job = replace(job, content_hash=content_hash(job, config))
         except OSError as exc:
             outcome = Outcome(job, "failed", f"{job.source}: cannot read file ({exc.strerror or exc})")
             summary.failed.append(outcome)

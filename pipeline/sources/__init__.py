@@ -1,11 +1,23 @@
-"""Where objects come from: each source type turns a manifest entry into ObjectSpecs (id, category, mesh path)."""
+"""Where objects come from: each source type turns a manifest entry into ObjectSpecs (id, category, mesh path).
+
+A source may provide more than a mesh file (a dataset's own renderings with their cameras, a CAD tolerance,
+the dataset's name for the object); it says so in `ObjectSpec.extras`, a JSON object that travels with the
+object to `process_object` and into its content hash:
+
+    {"key": "02691156/1a04e3...",            # the dataset's own name, matched by split files
+     "views": {"type": "r2n2", "dir": ".../rendering", "v1_source": ".../model.obj"},
+     "tessellation": {"tolerance": 0.001, "angular_deg": 12.0}}
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -15,6 +27,8 @@ class ObjectSpec:
     object_id: str
     category: str
     source: str
+    extras: str = ""
+    """JSON object of source-provided inputs beyond the mesh file (see the module docstring); "" for none"""
 
 
 class SourceError(ValueError):
@@ -23,10 +37,21 @@ class SourceError(ValueError):
 
 _ID_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
+SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder")
+
 
 def make_object_id(*parts: str) -> str:
     """A file-name-safe object id from its parts (category, relative path...), joined by '-'."""
     return "-".join(_ID_BAD.sub("_", p).strip("_") for p in parts if p)
+
+
+def encode_extras(extras: dict[str, Any]) -> str:
+    """The canonical JSON text of a source's extras (sorted keys, so equal extras hash equally)."""
+    return json.dumps(extras, sort_keys=True) if extras else ""
+
+
+def decode_extras(extras: str) -> dict[str, Any]:
+    return json.loads(extras) if extras else {}
 
 
 def list_objects(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
@@ -40,4 +65,55 @@ def list_objects(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]
         from pipeline.sources.pypi_wheel import list_wheel
 
         return list_wheel(source)
-    raise SourceError(f"unknown source type {kind!r} (known: folder, pypi_wheel)")
+    if kind in ("shapenet_v1", "shapenet_v2"):
+        from pipeline.sources.shapenet import list_shapenet
+
+        return list_shapenet(source, manifest_dir, version=int(kind[-1]))
+    if kind == "step_folder":
+        from pipeline.sources.step import list_step_folder
+
+        return list_step_folder(source, manifest_dir)
+    raise SourceError(f"unknown source type {kind!r} (known: {', '.join(SOURCE_TYPES)})")
+
+
+def extra_input_files(extras: str) -> list[Path]:
+    """Files besides the mesh whose bytes shape an object's arrays (view images, their metadata, a reference
+    mesh), for the content hash. Files that should exist but do not are listed too; the caller hashes their
+    absence, and process_object fails the object with the reason."""
+    views = decode_extras(extras).get("views")
+    if not views:
+        return []
+    from pipeline.sources.r2n2 import view_files
+
+    return view_files(views)
+
+
+def load_source_mesh(source: str, extras: str) -> tuple[np.ndarray, np.ndarray]:
+    """vertices (V, 3) float64 in the file's units, faces (F, 3) int64: a mesh file, or a CAD file tessellated
+    at the source's stated tolerance."""
+    tessellation = decode_extras(extras).get("tessellation")
+    if tessellation is not None:
+        from pipeline.sources.step import load_cad
+
+        return load_cad(source, **tessellation)
+    from pipeline.stages.load import load_mesh
+
+    return load_mesh(source)
+
+
+def load_dataset_views(extras: str, vertices: np.ndarray, faces: np.ndarray, scale: float, center: np.ndarray,
+                       n_views: int, image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The dataset's own views of an object, or None when its source ships none (then views are rendered).
+
+    vertices (V, 3) are the normalised mesh, original = vertices * scale + center. Returns images uint8
+    (n_views, S, S, 4), K float32 (n_views, 3, 3), Rt float32 (n_views, 3, 4) mapping the normalised frame
+    to OpenCV camera coordinates.
+    """
+    views = decode_extras(extras).get("views")
+    if not views:
+        return None
+    if views.get("type") != "r2n2":
+        raise SourceError(f"unknown view type {views.get('type')!r} (known: r2n2)")
+    from pipeline.sources.r2n2 import load_r2n2_views
+
+    return load_r2n2_views(views, vertices, faces, scale, center, n_views, image_size)
