@@ -1,0 +1,109 @@
+"""The networks: shapes, gradients, and the two projections against the camera's own formula."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer.models import OccupancyNetwork
+from trainer.models.network import pixels_to_grid, project
+
+SMALL = dict(fpn_channels=16, point_embed_dim=32, decoder_hidden=32)
+
+
+def _camera(batch: int, size: int = 64, depth: float = 2.0):
+    K = torch.tensor([[80.0, 0.0, (size - 1) / 2], [0.0, 90.0, (size - 1) / 2 + 3], [0.0, 0.0, 1.0]])
+    angle = torch.tensor(0.3)
+    R = torch.tensor([[torch.cos(angle), 0.0, torch.sin(angle)], [0.0, 1.0, 0.0],
+                      [-torch.sin(angle), 0.0, torch.cos(angle)]])
+    Rt = torch.cat([R, torch.tensor([[0.05], [-0.02], [depth]])], dim=1)
+    return K.expand(batch, 3, 3), Rt.expand(batch, 3, 4)
+
+
+@pytest.mark.parametrize("extractor, z_dim", [("global", 512), ("multilevel", 960), ("fpn", 64)])
+def test_shapes_and_gradients(extractor, z_dim):
+    torch.manual_seed(0)
+    net = OccupancyNetwork(extractor, **SMALL)
+    assert net.feature_extractor.out_channels == z_dim
+    K, Rt = _camera(2)
+    images = torch.rand(2, 3, 64, 64)
+    points = torch.rand(2, 100, 3) - 0.5
+    logits = net(images, points, K, Rt)
+    assert logits.shape == (2, 100)
+    logits.sum().backward()
+    first_conv = net.feature_extractor.stem[0].weight.grad
+    assert first_conv is not None and first_conv.abs().sum() > 0, "no gradient reaches the image encoder"
+
+
+def test_global_features_do_not_depend_on_the_point():
+    net = OccupancyNetwork("global", **SMALL).eval()
+    maps = net.encode(torch.rand(1, 3, 64, 64))
+    z = net.feature_extractor.sample(maps, torch.rand(1, 7, 2) * 2 - 1)
+    assert torch.allclose(z, z[:, :1].expand_as(z))
+
+
+def test_local_features_follow_the_image():
+    """Local extractors read z where the point projects: the same position gives the same z, another one not."""
+    net = OccupancyNetwork("multilevel", **SMALL).eval()
+    maps = net.encode(torch.rand(1, 3, 64, 64))
+    grid = torch.tensor([[[-0.5, -0.5], [0.5, 0.5], [-0.5, -0.5]]])
+    z = net.feature_extractor.sample(maps, grid)
+    assert torch.allclose(z[0, 0], z[0, 2]) and not torch.allclose(z[0, 0], z[0, 1])
+
+
+def test_perspective_projection_is_K_Rt():
+    K, Rt = _camera(1)
+    points = torch.rand(1, 50, 3) - 0.5
+    homog = torch.cat([points[0], torch.ones(50, 1)], dim=1)
+    uvw = (K[0] @ Rt[0] @ homog.T).T
+    expected = uvw[:, :2] / uvw[:, 2:]
+    assert torch.allclose(project(points, K, Rt, "perspective")[0], expected, atol=1e-4)
+
+
+def test_orthographic_projection_is_exact_at_the_centre_depth_and_scaled_by_f_over_depth():
+    """eq. 5: p' = (a X, b Y) + c with a = f_x / t_z: equal to the pinhole for points at the depth of the object's
+    centre, and independent of depth elsewhere."""
+    K, Rt = _camera(1, depth=2.5)
+    R, t = Rt[0, :, :3], Rt[0, :, 3]
+    cam = torch.rand(30, 3) - 0.5
+    cam[:, 2] = t[2]  # camera-frame depth = depth of the centre
+    points = ((cam - t) @ R)[None]  # back to the normalised frame
+    ortho = project(points, K, Rt, "orthographic")
+    assert torch.allclose(ortho, project(points, K, Rt, "perspective"), atol=1e-4)
+    cam2 = cam.clone()
+    cam2[:, 2] += 0.3
+    moved = project(((cam2 - t) @ R)[None], K, Rt, "orthographic")
+    assert torch.allclose(moved, ortho, atol=1e-4)
+    assert torch.allclose(ortho[0, :, 0], cam[:, 0] * K[0, 0, 0] / t[2] + K[0, 0, 2], atol=1e-4)
+
+
+def test_pixel_centres_sample_exactly_their_pixel():
+    size = 8
+    image = torch.arange(size * size, dtype=torch.float32).reshape(1, 1, size, size)
+    uv = torch.tensor([[[0.0, 0.0], [3.0, 5.0], [7.0, 7.0]]])
+    vals = F.grid_sample(image, pixels_to_grid(uv, size)[:, :, None, :], align_corners=False)[0, 0, :, 0]
+    assert vals.tolist() == [0.0, 5 * size + 3.0, 63.0]
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="feature extractor"):
+        OccupancyNetwork("vit")
+    K, Rt = _camera(1)
+    with pytest.raises(ValueError, match="projection"):
+        project(torch.zeros(1, 1, 3), K, Rt, "fisheye")
+
+
+def test_pretrained_weights_unreachable_is_a_clear_error(monkeypatch, tmp_path):
+    """No internet here: --pretrained must fail with advice, not a traceback from urllib (an empty hub cache
+    makes sure a cached file on a developer's machine does not hide the path)."""
+    from trainer.models.feature_extractor import resnet18_backbone
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("no_proxy", "*")
+    try:
+        resnet18_backbone(pretrained=True)
+    except RuntimeError as exc:
+        assert "--pretrained: could not load torchvision's ImageNet ResNet-18 weights" in str(exc)
+    else:
+        pytest.skip("this machine could download the ImageNet weights")

@@ -1,0 +1,74 @@
+"""`aps train` through typer, and the Predictor interface the evaluation stage calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pipeline.schema import open_store
+from trainer.checkpoint import CheckpointError
+from trainer.cli import train
+from trainer.predictor import load_predictor, resolve_checkpoint
+
+app = typer.Typer()
+app.command()(train)
+
+
+@pytest.fixture(scope="module")
+def run_dir(analytic_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(app, ["--data", str(analytic_store), "--out", str(out), "--preset", "cpu-test",
+                                      "--epochs", "2", "--extractor", "fpn", "--labels", "fixed", "--s-fixed",
+                                      "0.4", "--projection", "perspective", "--quiet",
+                                      "--set", "data.repeats=2", "--set", "data.batch_size=2"])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 epochs" in result.output and "best val F1" in result.output and "final s 0.4000" in result.output
+    return out
+
+
+def test_cli_writes_the_run_and_saves_the_options(run_dir):
+    import json
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["labels"] == {**config["labels"], "mode": "fixed", "s_fixed": 0.4}
+    assert config["model"]["projection"] == "perspective" and config["data"]["repeats"] == 2
+    assert (run_dir / "last.ckpt").is_file()
+
+
+def test_cli_refuses_bad_options(analytic_store, tmp_path):
+    result = CliRunner().invoke(app, ["--data", str(analytic_store), "--out", str(tmp_path / "r"),
+                                      "--extractor", "vit"])
+    assert result.exit_code != 0 and "model.extractor must be one of" in str(result.exception)
+    result = CliRunner().invoke(app, ["--data", str(analytic_store), "--out", str(tmp_path / "r"),
+                                      "--set", "model.nonsense=1"])
+    assert "unknown config field 'nonsense'" in str(result.exception)
+
+
+def test_predictor_field(run_dir, analytic_store):
+    predictor = load_predictor(run_dir)
+    assert predictor.path == resolve_checkpoint(run_dir) and predictor.path.name in ("best.ckpt", "last.ckpt")
+    assert predictor.image_size == 32 and predictor.config.model.projection == "perspective"
+    o = open_store(analytic_store).load("box_b", ["images", "K", "Rt", "ref_uniform_points"])
+    field = predictor.field(o["images"][1], o["K"][1], o["Rt"][1])
+    points = o["ref_uniform_points"][:3000]
+    values = field(points)
+    assert values.shape == (3000,) and values.dtype == np.float32 and values.min() >= 0 and values.max() <= 1
+    predictor.batch_points = 700  # batching must not change the answer (eval mode: no batch statistics)
+    np.testing.assert_allclose(predictor.field(o["images"][1], o["K"][1], o["Rt"][1])(points), values, atol=1e-5)
+    # RGBA is composited on white exactly as in training: the same picture as RGB on white gives the same field
+    rgba = o["images"][1].astype(np.float32)
+    alpha = rgba[..., 3:] / 255
+    rgb = np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    np.testing.assert_allclose(predictor.field(rgb, o["K"][1], o["Rt"][1])(points), values, atol=2e-3)
+
+
+def test_predictor_errors(run_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="neither best.ckpt nor last.ckpt"):
+        load_predictor(tmp_path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_predictor(tmp_path / "missing.ckpt")
+    predictor = load_predictor(run_dir / "last.ckpt")
+    with pytest.raises(ValueError, match="uint8 image"):
+        predictor.field(np.zeros((8, 8), np.uint8), np.eye(3), np.zeros((3, 4)))

@@ -1,0 +1,55 @@
+"""`aps train`: a preprocessed store -> a run folder with checkpoints, metrics, TensorBoard log and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train(
+    data: Path = typer.Option(..., "--data", help="preprocessed store (the output of `aps preprocess`)"),
+    out: Path = typer.Option(..., "--out", help="run folder: config.json, last.ckpt, best.ckpt, metrics.csv, ..."),
+    epochs: int | None = typer.Option(None, "--epochs", help="epochs to train (default: the preset's)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last.ckpt"),
+    preset: str = typer.Option("paper", "--preset", help="paper | cpu-demo | cpu-test"),
+    extractor: str | None = typer.Option(None, "--extractor", help="feature extractor: global | multilevel | fpn"),
+    labels: str | None = typer.Option(None, "--labels", help="label mode: binary | fixed | adaptive"),
+    s_fixed: float | None = typer.Option(None, "--s-fixed", help="s of the fixed label mode (default 0.5)"),
+    projection: str | None = typer.Option(None, "--projection", help="orthographic (paper) | perspective (exact)"),
+    image_size: int | None = typer.Option(None, "--image-size", help="side of the square network input"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="object-views per step and process"),
+    points: int | None = typer.Option(None, "--points", help="points per object-view (paper setup: 2048)"),
+    workers: int | None = typer.Option(None, "--workers", help="data-loader worker processes"),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    seed: int | None = typer.Option(None, "--seed", help="seed of every random choice"),
+    pretrained: bool = typer.Option(False, "--pretrained",
+                                    help="start ResNet-18 from torchvision's ImageNet weights (must be fetchable)"),
+    set_: list[str] = typer.Option([], "--set", help="any config field, repeatable: --set labels.update_every=5"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Train the single-view occupancy network on a preprocessed store (SPEC.md, "The networks").
+
+    Starts from a named preset (paper: ResNet-18 + FPN, 5-layer decoder, adaptive labels, Adam 1e-4, 50 epochs),
+    applies the options, saves the resolved config with the run, and leaves RUN/last.ckpt (RUN/best.ckpt: best
+    validation F1). Several GPUs: `torchrun --nproc_per_node N $(which aps) train ...`.
+    """
+    import logging
+
+    from trainer.config import override
+    from trainer.config import preset as make_preset
+    from trainer.loop import run_training
+
+    cfg = make_preset(preset)
+    options = {
+        "optim.epochs": epochs, "model.extractor": extractor, "labels.mode": labels, "labels.s_fixed": s_fixed,
+        "model.projection": projection, "data.image_size": image_size, "data.batch_size": batch_size,
+        "data.points_per_sample": points, "data.num_workers": workers, "optim.lr": lr, "device": device,
+        "seed": seed, "model.pretrained": True if pretrained else None,
+    }
+    override(cfg, [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_))
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    summary = run_training(cfg, data, out, resume=resume, progress=not quiet)
+    typer.echo(summary.line())

@@ -1,0 +1,322 @@
+"""The train stage's configuration: one dataclass per component, with the paper's defaults, and named presets.
+
+Every field has a one-line docstring (the string literal under it) that `describe()` and `aps train --help`
+show. A run saves its resolved config as RUN/config.json and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+EXTRACTORS = ("global", "multilevel", "fpn")
+PROJECTIONS = ("orthographic", "perspective")
+
+
+@dataclass
+class DataConfig:
+    """What a batch holds and where it comes from."""
+
+    train_split: str = "train"
+    """split whose objects are trained on"""
+    val_split: str = "val"
+    """split whose objects measure F1 (drives s); "" (or a split with no objects): held-out points of the
+    training objects, kept out of training"""
+    objects: tuple[str, ...] = ()
+    """train only on these object ids, of any split (empty: every object of train_split)"""
+    views: tuple[int, ...] = ()
+    """draw views only from these indices (empty: every stored view)"""
+    points_per_sample: int = 2048
+    """random points of the object's 10,000 per sample (one sample = one object-view)"""
+    image_size: int = 224
+    """side of the square image the network sees (stored views are resized to it)"""
+    batch_size: int = 32
+    """samples (object-views) per optimisation step, per process"""
+    repeats: int = 1
+    """times each training object is drawn per epoch (each time with a fresh view and point subset)"""
+    num_workers: int = 2
+    """data-loader worker processes (0: load in the training process)"""
+    val_points: int = 10000
+    """points per validation object used for F1/IoU (a fixed subset; 10000 = all stored points)"""
+    val_views: int = 1
+    """views per validation object (fixed, evenly spaced indices)"""
+
+
+@dataclass
+class ModelConfig:
+    """The networks (SPEC.md, "The networks")."""
+
+    extractor: str = "fpn"
+    """feature_extractor: global (one pooled vector) | multilevel (4 ResNet maps) | fpn (the paper's)"""
+    projection: str = "orthographic"
+    """how a point finds its pixel: orthographic (paper eq. 5, p' = (a p_x, b p_y)) | perspective (K @ Rt)"""
+    point_frame: str = "camera"
+    """frame of the p the decoder sees: camera (paper eq. 5: p in the camera's axes, R p, centred on the object;
+    a photo of unknown pose needs no pose) | object (the normalised frame: needs the true camera at inference)"""
+    fpn_channels: int = 128
+    """channels of each FPN map; z has 4x this many for fpn (512, ResNet-18's width, as SPEC's prototype)"""
+    point_embed_dim: int = 256
+    """width of the point MLP that embeds p before the decoder (SPEC: raw p does not learn)"""
+    decoder_hidden: int = 256
+    """width of the decoder's hidden linear layers"""
+    decoder_layers: int = 5
+    """linear layers of the decoder (paper: 5; all but the last followed by Leaky-ReLU + batch norm)"""
+    leaky_slope: float = 0.2
+    """negative slope of the Leaky-ReLUs"""
+    pretrained: bool = False
+    """start ResNet-18 from torchvision's ImageNet weights (needs them downloadable or cached)"""
+
+
+@dataclass
+class LabelConfig:
+    """The label v(d, s) and the schedule of s (SPEC.md)."""
+
+    mode: str = "adaptive"
+    """binary (v = inside) | fixed (s = s_fixed throughout) | adaptive (eq. 10-12)"""
+    d_star: float = 5 / 256
+    """d*: distance (unit-cube units) beyond which v = 0; 5 voxels of a 256^3 grid"""
+    lambda_: float = 1.5
+    """lambda of eq. 10: s = 1 - lambda * F1"""
+    s_fixed: float = 0.5
+    """s of the fixed mode"""
+    s_min: float = 0.1
+    """lower clamp of s (where v is nearly binary)"""
+    s_max: float = 0.95
+    """upper clamp of s (s must stay below 1 for a non-trivial curriculum)"""
+    update_every: int = 10
+    """k: s is reconsidered only after every k-th epoch (paper: 10)"""
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation."""
+
+    epochs: int = 50
+    """epochs to train (paper: 50)"""
+    lr: float = 1e-4
+    """Adam learning rate (paper: 1e-4)"""
+    encoder_lr_scale: float = 1.0
+    """learning rate of the feature extractor relative to optim.lr (the paper: 1, one rate for all)"""
+    weight_decay: float = 0.0
+    """Adam weight decay"""
+    amp: bool = True
+    """mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); ignored on CPU"""
+    max_loss: float = 10.0
+    """a batch loss above this (BCE; chance is 0.69) or not finite stops the run as diverged"""
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    """seed of every random choice (views, point subsets, order, initial weights)"""
+    device: str = "auto"
+    """auto (cuda when present, else cpu) | cpu | cuda | cuda:N"""
+    threads: int = 2
+    """torch CPU threads per process"""
+    preset: str = "paper"
+    """the preset these values started from"""
+
+
+# Fields that may differ when a run is resumed: they change how, not what, is trained.
+RESUMABLE_FIELDS = ("optim.epochs", "data.num_workers", "device", "threads")
+
+
+def _paper() -> TrainConfig:
+    return TrainConfig()
+
+
+def _cpu_demo() -> TrainConfig:
+    # Sized for ~3 minutes on a 2-core CPU (docs/TRAINING.md has the measurement): small images and maps, a
+    # narrower decoder, 960 steps; a 10x faster decoder than encoder learned the demo parts faster (measured);
+    # s reconsidered every 2 epochs so the curriculum shows within the run.
+    cfg = TrainConfig(preset="cpu-demo")
+    cfg.data = DataConfig(image_size=64, points_per_sample=1024, batch_size=8, repeats=40, num_workers=1,
+                          val_points=4096, val_views=1)
+    cfg.model = ModelConfig(fpn_channels=64, point_embed_dim=128, decoder_hidden=128)
+    cfg.optim = OptimConfig(epochs=16, lr=1e-3, encoder_lr_scale=0.1)
+    cfg.labels = LabelConfig(update_every=2)
+    return cfg
+
+
+def _cpu_test() -> TrainConfig:
+    # The smallest sensible network, for tests that only need the code path to run.
+    cfg = TrainConfig(preset="cpu-test")
+    cfg.data = DataConfig(image_size=32, points_per_sample=256, batch_size=4, num_workers=0,
+                          val_points=1024, val_views=1)
+    cfg.model = ModelConfig(fpn_channels=16, point_embed_dim=32, decoder_hidden=32)
+    cfg.optim = OptimConfig(epochs=2, lr=1e-3)
+    cfg.labels = LabelConfig(update_every=1)
+    return cfg
+
+
+PRESETS = {"paper": _paper, "cpu-demo": _cpu_demo, "cpu-test": _cpu_test}
+
+
+def preset(name: str) -> TrainConfig:
+    """A fresh config of a named preset: paper (the paper's defaults), cpu-demo, cpu-test."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as plain JSON-able values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Inverse of to_dict; unknown keys are an error (a config from another version of this code)."""
+    cfg = TrainConfig()
+    for section, sub in values.items():
+        current = getattr(cfg, section, None)
+        if dataclasses.is_dataclass(current):
+            for key, value in sub.items():
+                _set(cfg, f"{section}.{key}", value)
+        else:
+            _set(cfg, section, sub)
+    validate(cfg)
+    return cfg
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    hints = {f.name: f.type for f in dataclasses.fields(obj)}
+    if name not in hints:
+        raise ValueError(f"unknown config field {name!r} in {type(obj).__name__}; "
+                         f"fields: {sorted(hints)}")
+    return hints[name]
+
+
+def _coerce(type_str: str, value: Any, key: str) -> Any:
+    if isinstance(value, str) and type_str == "bool" and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        value = value.lower() in ("true", "1", "yes")
+    elif isinstance(value, str) and not type_str.startswith("str"):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if type_str.startswith("tuple"):  # a,b,c without brackets
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            else:
+                raise ValueError(f"config {key}: cannot read {value!r} as {type_str}") from None
+    if type_str == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"config {key}: expected true/false, got {value!r}")
+        return value
+    if type_str == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config {key}: expected an integer, got {value!r}")
+        return value
+    if type_str == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"config {key}: expected a number, got {value!r}")
+        return float(value)
+    if type_str.startswith("tuple"):
+        items = value if isinstance(value, list | tuple) else (value,)
+        inner = int if "int" in type_str else str
+        try:
+            return tuple(inner(v) for v in items)
+        except ValueError:
+            raise ValueError(f"config {key}: expected {type_str}, got {value!r}") from None
+    if type_str == "str":
+        return str(value)
+    raise ValueError(f"config {key}: unsupported type {type_str}")
+
+
+def _set(cfg: TrainConfig, key: str, value: Any) -> None:
+    parts = key.split(".")
+    obj = cfg
+    for part in parts[:-1]:
+        if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
+            raise ValueError(f"unknown config section {part!r} in {key!r}")
+        obj = getattr(obj, part)
+    type_str = str(_field_type(obj, parts[-1]))
+    setattr(obj, parts[-1], _coerce(type_str, value, key))
+
+
+def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """Apply `section.field=value` strings (e.g. `model.extractor=multilevel`, `data.views=0,3`) in place."""
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        key, value = item.split("=", 1)
+        _set(cfg, key.strip(), value.strip())
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse values the code cannot run with, each with a one-line reason."""
+    from trainer.labels import LABEL_MODES
+
+    checks = [
+        (cfg.model.extractor in EXTRACTORS, f"model.extractor must be one of {EXTRACTORS}"),
+        (cfg.model.projection in PROJECTIONS, f"model.projection must be one of {PROJECTIONS}"),
+        (cfg.labels.mode in LABEL_MODES, f"labels.mode must be one of {LABEL_MODES}"),
+        (cfg.model.decoder_layers >= 2, "model.decoder_layers must be >= 2"),
+        (0 < cfg.labels.s_fixed <= 1, "labels.s_fixed must lie in (0, 1]"),
+        (0 < cfg.labels.s_min <= cfg.labels.s_max <= 1, "need 0 < labels.s_min <= labels.s_max <= 1"),
+        (cfg.labels.d_star > 0, "labels.d_star must be positive"),
+        (cfg.labels.update_every >= 1, "labels.update_every must be >= 1"),
+        (cfg.data.points_per_sample >= 1, "data.points_per_sample must be >= 1"),
+        (cfg.data.image_size >= 32, "data.image_size must be >= 32 (ResNet-18 downsamples by 32)"),
+        (cfg.data.batch_size >= 2, "data.batch_size must be >= 2 (batch norm needs more than one sample)"),
+        (cfg.data.repeats >= 1, "data.repeats must be >= 1"),
+        (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
+        (cfg.optim.lr > 0, "optim.lr must be positive"),
+        (cfg.optim.encoder_lr_scale >= 0, "optim.encoder_lr_scale must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line docstring under each field of a config dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)):
+            docs[node.target.id] = following.value.value.strip()
+    return docs
+
+
+def describe(cfg: TrainConfig) -> str:
+    """Every field as `section.field = value  # doc`, for logs and --help."""
+    lines = []
+    for name, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, dict):
+            sub = getattr(cfg, name)
+            docs = field_docs(type(sub))
+            lines += [f"{name}.{k} = {v!r}  # {docs.get(k, '')}" for k, v in value.items()]
+        else:
+            lines.append(f"{name} = {value!r}  # {field_docs(TrainConfig).get(name, '')}")
+    return "\n".join(lines)
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = RESUMABLE_FIELDS) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (to_dict form), except `ignore`."""
+    out = []
+    for section in sorted(set(a) | set(b)):
+        va, vb = a.get(section), b.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            for key in sorted(set(va) | set(vb)):
+                dotted = f"{section}.{key}"
+                if dotted not in ignore and va.get(key) != vb.get(key):
+                    out.append(f"{dotted}: {va.get(key)!r} != {vb.get(key)!r}")
+        elif section not in ignore and va != vb:
+            out.append(f"{section}: {va!r} != {vb!r}")
+    return out

@@ -1,0 +1,346 @@
+"""The training loop: epochs over object-view batches, labels v(d, s) made on the device, F1 on held-out
+points driving s, checkpoints, metrics, TensorBoard and a plot. It knows nothing of the model's insides.
+
+Runs single-process (CPU or one GPU) or under torchrun / an initialised process group (DDP; gloo on CPU,
+nccl on CUDA); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.schema import atomic_write_text, open_store
+from trainer.checkpoint import (
+    BEST,
+    LAST,
+    CheckpointError,
+    check_same_config,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from trainer.config import TrainConfig, describe, to_dict, validate
+from trainer.data import (
+    EpochBatches,
+    ObjectCache,
+    TrainingSamples,
+    ValidationSet,
+    make_loader,
+    positive_ratio,
+    prepare_view,
+    select_objects,
+)
+from trainer.labels import SSchedule, label_v
+from trainer.models import build_model
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("epoch", "loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "s", "lr",
+                  "samples_per_s", "seconds")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf or exploded; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class RunSummary:
+    """What a finished run reports; `model` is the trained network of this process (not a copy on disk)."""
+
+    epochs: int
+    best_val_f1: float
+    final_s: float | None
+    seconds: float
+    out: Path
+    model: torch.nn.Module | None = None
+
+    def line(self) -> str:
+        s = "binary" if self.final_s is None else f"{self.final_s:.4f}"
+        return (f"trained {self.epochs} epochs in {self.seconds:.0f} s: best val F1 {self.best_val_f1:.4f}, "
+                f"final s {s}; checkpoints in {self.out}")
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto -> cuda (the local rank's GPU) when present, else cpu."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    if name == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def _distributed(device_name: str) -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); joins the process group torchrun describes in the environment."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    use_cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _all_reduce(values: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+    return values
+
+
+def _scores(counts: torch.Tensor) -> dict[str, float]:
+    """counts = (tp, fp, fn) of the decision D(p) > 0.5 against the inside flag (eq. 11) -> precision, recall,
+    F1 and IoU (= tp / (tp + fp + fn), the occupancy IoU on those points)."""
+    tp, fp, fn = (float(c) for c in counts)
+    precision = tp / (tp + fp) if tp + fp > 0 else 0.0
+    recall = tp / (tp + fn) if tp + fn > 0 else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    iou = tp / (tp + fp + fn) if tp + fp + fn > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "iou": iou}
+
+
+def _counts(logits: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    pred = logits > 0  # sigmoid(logit) > 0.5
+    return torch.stack([(pred & inside).sum(), (pred & ~inside).sum(), (~pred & inside).sum()]).to(torch.float64)
+
+
+def _to_device(batch: dict, device: torch.device, image_size: int) -> dict:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["images"], out["K"] = prepare_view(out["images"], out["K"], image_size)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, val: ValidationSet, cfg: TrainConfig, device: torch.device,
+             rank: int = 0, world: int = 1) -> dict[str, float]:
+    """Precision, recall, F1 and IoU of D(p) > 0.5 against the stored inside flags on the fixed validation
+    points (eval mode: batch norm uses its running statistics, as at inference)."""
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    for batch in val.batches(cfg.data.batch_size, rank, world):
+        b = _to_device(batch, device, cfg.data.image_size)
+        logits = model(b["images"], b["points"], b["K"], b["Rt"])
+        counts += _counts(logits, b["inside"])
+    model.train(was_training)
+    return _scores(_all_reduce(counts, world).cpu())
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
+
+
+def _plot(out: Path, history: list[dict]) -> None:
+    """RUN/curves.png: loss, F1 (train and val) and s against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    axes[0].plot(epochs, [r["loss"] for r in history], marker="o")
+    axes[0].set_title("training loss (BCE)")
+    axes[1].plot(epochs, [r["train_f1"] for r in history], marker="o", label="train")
+    axes[1].plot(epochs, [r["val_f1"] for r in history], marker="o", label="val")
+    axes[1].set_title("F1 of D(p) > 0.5 vs inside")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend()
+    axes[2].step(epochs, [math.nan if r["s"] is None else r["s"] for r in history], where="post", marker="o")
+    axes[2].set_title("s (label softness)")
+    axes[2].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out / f".curves.{os.getpid()}.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out / "curves.png")
+
+
+def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bool = False,
+                 progress: bool = True) -> RunSummary:
+    """Train on the store at `data`, writing the run folder `out` (see docs/TRAINING.md); returns the summary.
+
+    resume=True continues from out/last.ckpt (model, optimiser, s state, epoch, RNG); the config must match
+    the checkpoint's except for the fields in config.RESUMABLE_FIELDS (e.g. more epochs).
+    """
+    from tqdm import tqdm
+
+    validate(cfg)
+    started = time.monotonic()
+    data, out = Path(data), Path(out)
+    rank, world, local_rank = _distributed(cfg.device)
+    device = resolve_device(cfg.device, local_rank)
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+
+    store = open_store(data)
+    train_ids = select_objects(store, cfg.data.train_split, cfg.data.objects)
+    if not train_ids:
+        raise ValueError(f"{data}: no training objects in split {cfg.data.train_split!r}"
+                         f"{' among ' + str(list(cfg.data.objects)) if cfg.data.objects else ''}")
+    val_ids = store.split(cfg.data.val_split) if cfg.data.val_split else []
+    held_out = 0
+    if not val_ids:
+        held_out = min(cfg.data.val_points, 5000)
+        if cfg.data.val_split:
+            log.warning("%s: no objects in split %r; measuring F1 on %d held-out points of each training "
+                        "object instead", data, cfg.data.val_split, held_out)
+        val_ids = train_ids
+
+    last = out / LAST
+    if resume and not last.is_file():
+        raise CheckpointError(f"{last}: nothing to resume (no checkpoint in {out})")
+    if not resume and last.is_file():
+        raise CheckpointError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose "
+                              "another --out")
+
+    model = build_model(cfg.model, load_pretrained=not resume).to(device)
+    optimizer = torch.optim.Adam([
+        {"params": model.feature_extractor.parameters(), "lr": cfg.optim.lr * cfg.optim.encoder_lr_scale},
+        {"params": model.decoder.parameters(), "lr": cfg.optim.lr},
+    ], weight_decay=cfg.optim.weight_decay)
+    amp_dtype = None
+    if device.type == "cuda" and cfg.optim.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    cache = ObjectCache(data)
+    ratio = positive_ratio(cache, train_ids)
+    lc = cfg.labels
+    s_schedule = SSchedule(lc.mode, ratio, lc.lambda_, lc.s_min, lc.s_max, lc.s_fixed, lc.update_every)
+    start_epoch, best_val_f1, history = 0, -1.0, []
+    if resume:
+        payload = load_checkpoint(last, map_location=device)
+        check_same_config(last, payload["config"], to_dict(cfg))
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+        s_schedule.load_state_dict(payload["s_schedule"])
+        start_epoch, best_val_f1 = int(payload["epoch"]) + 1, float(payload["best_val_f1"])
+        history = list(payload["history"])
+        set_rng_state(payload["rng"])
+        log.info("resuming %s at epoch %d (s = %s)", out, start_epoch + 1, s_schedule.s)
+
+    writer = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
+        log.debug("config:\n%s", describe(cfg))
+        log.info("%d training objects, %d validation objects, positive ratio r = %.4f, initial s = %s",
+                 len(train_ids), len(val_ids), ratio, s_schedule.s)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    dataset = TrainingSamples(data, train_ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed, held_out)
+    sampler = EpochBatches(len(train_ids), cfg.data.batch_size, cfg.data.repeats, cfg.seed, rank, world)
+    loader = make_loader(dataset, sampler, cfg.data.num_workers)
+    val = ValidationSet(cache, val_ids, held_out or cfg.data.val_points, cfg.data.val_views, cfg.data.views,
+                        cfg.seed)
+    if len(sampler) == 0:
+        raise ValueError(f"{data}: {len(train_ids)} training objects x {cfg.data.repeats} repeats give no batch of "
+                         f"{cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")
+
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        t0 = time.monotonic()
+        loss_sum, n_steps, n_samples = 0.0, 0, 0
+        counts = torch.zeros(3, dtype=torch.float64, device=device)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress or rank != 0,
+                   leave=False, dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            b = _to_device(batch, device, cfg.data.image_size)
+            target = label_v(b["udf"], b["inside"], s_schedule.s, lc.d_star)  # on the device, at batch time
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = net(b["images"], b["points"], b["K"], b["Rt"])
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+            value = _all_reduce(loss.detach().clone(), world) / world
+            if not torch.isfinite(value) or value.item() > cfg.optim.max_loss:
+                kept = f"{last} of epoch {epoch}" if epoch > 0 else "no checkpoint (none was written yet)"
+                raise TrainingDiverged(f"loss {value.item():.4g} at epoch {epoch + 1}, step {step + 1} "
+                                       f"(limit optim.max_loss = {cfg.optim.max_loss}); stopped, keeping {kept}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += value.item()
+            n_steps += 1
+            n_samples += b["points"].shape[0] * world
+            counts += _counts(logits.detach(), b["inside"])
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{value.item():.4f}", s="bin" if s_schedule.s is None else f"{s_schedule.s:.3f}")
+        bar.close()
+        seconds = time.monotonic() - t0
+        train_scores = _scores(_all_reduce(counts, world).cpu())
+        val_scores = evaluate(model, val, cfg, device, rank, world)
+        s_used = s_schedule.s
+        change = s_schedule.end_of_epoch(epoch, val_scores["f1"])
+        row = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_steps), "train_f1": train_scores["f1"],
+               "val_f1": val_scores["f1"], "val_precision": val_scores["precision"],
+               "val_recall": val_scores["recall"], "val_iou": val_scores["iou"], "s": s_used,
+               "lr": optimizer.param_groups[-1]["lr"], "samples_per_s": n_samples / max(seconds, 1e-9),
+               "seconds": seconds}
+        history.append(row)
+        improved = val_scores["f1"] > best_val_f1
+        best_val_f1 = max(best_val_f1, val_scores["f1"])
+        if rank == 0:
+            log.info("epoch %d/%d: loss %.4f, train F1 %.4f, val F1 %.4f (P %.3f R %.3f IoU %.3f), s %s, "
+                     "%.0f samples/s", epoch + 1, cfg.optim.epochs, row["loss"], row["train_f1"], row["val_f1"],
+                     row["val_precision"], row["val_recall"], row["val_iou"],
+                     "binary" if s_used is None else f"{s_used:.4f}", row["samples_per_s"])
+            if change is not None:
+                log.info("s changed after epoch %d: validation F1 %.4f, s %.4f -> %.4f",
+                         epoch + 1, change.f1, change.old_s, change.new_s)
+            payload = {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scaler": scaler.state_dict(), "s_schedule": s_schedule.state_dict(), "epoch": epoch,
+                       "best_val_f1": best_val_f1, "history": history, "rng": rng_state(),
+                       "positive_ratio": ratio}
+            save_checkpoint(last, payload)
+            if improved:
+                save_checkpoint(out / BEST, payload)
+            _write_metrics(out, history)
+            _plot(out, history)
+            for key in ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s"):
+                writer.add_scalar(key, row[key], epoch + 1)
+            if s_used is not None:
+                writer.add_scalar("s", s_used, epoch + 1)
+            writer.flush()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # nobody starts the next epoch before rank 0's checkpoint is on disk
+    if writer is not None:
+        writer.close()
+    return RunSummary(epochs=epoch + 1, best_val_f1=best_val_f1, final_s=s_schedule.s,
+                      seconds=time.monotonic() - started, out=out, model=model)

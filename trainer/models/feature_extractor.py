@@ -1,0 +1,93 @@
+"""Feature extractors E over a ResNet-18 backbone (paper Fig. 3): global | multilevel | fpn.
+
+Each turns a batch of images into a list of feature maps, and `sample` reads one feature vector z per
+query point from them by bilinear interpolation at the point's image position.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+RESNET18_CHANNELS = (64, 128, 256, 512)  # layer1..layer4 outputs, strides 4, 8, 16, 32
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resnet18_backbone(pretrained: bool) -> nn.Module:
+    """torchvision's ResNet-18, from scratch or (pretrained=True) from its ImageNet weights."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    if not pretrained:
+        return resnet18(weights=None)
+    try:
+        return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+    except Exception as exc:  # noqa: BLE001 - any download/cache failure gets the same advice
+        raise RuntimeError(
+            "--pretrained: could not load torchvision's ImageNet ResNet-18 weights "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+            "this machine needs internet access or the file in the torch hub cache "
+            "(~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth); or train from scratch without --pretrained"
+        ) from exc
+
+
+class FeatureExtractor(nn.Module):
+    """E: images (B, 3, S, S) float in [0, 1] -> feature maps; `out_channels` = length of the sampled z."""
+
+    def __init__(self, kind: str, fpn_channels: int = 256, pretrained: bool = False):
+        super().__init__()
+        if kind not in ("global", "multilevel", "fpn"):
+            raise ValueError(f"unknown feature extractor {kind!r}")
+        self.kind = kind
+        net = resnet18_backbone(pretrained)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if kind == "fpn":
+            # FPN (Lin et al. 2017): 1x1 lateral convs to a common width, a top-down pathway that adds the
+            # upsampled coarser map, and a 3x3 conv on each sum to reduce aliasing.
+            self.lateral = nn.ModuleList([nn.Conv2d(c, fpn_channels, 1) for c in RESNET18_CHANNELS])
+            self.smooth = nn.ModuleList([nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1)
+                                         for _ in RESNET18_CHANNELS])
+            self.out_channels = 4 * fpn_channels
+        elif kind == "multilevel":
+            self.out_channels = sum(RESNET18_CHANNELS)
+        else:
+            self.out_channels = RESNET18_CHANNELS[-1]
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images: (B, 3, S, S) float RGB in [0, 1] -> maps (B, C_i, S/4 .. S/32, ...) (global: [(B, 512, 1, 1)])."""
+        x = self.stem((images - self.mean) / self.std)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        if self.kind == "global":
+            return [F.adaptive_avg_pool2d(maps[-1], 1)]  # Fig. 3a: one pooled vector per image
+        if self.kind == "multilevel":
+            return maps  # Fig. 3b: the four backbone maps as they are
+        # Fig. 3c: combine the maps from the highest level down
+        laterals = [conv(m) for conv, m in zip(self.lateral, maps, strict=True)]
+        top_down = [laterals[-1]]
+        for lat in reversed(laterals[:-1]):
+            top_down.insert(0, lat + F.interpolate(top_down[0], size=lat.shape[-2:], mode="nearest"))
+        return [conv(m) for conv, m in zip(self.smooth, top_down, strict=True)]
+
+    def sample(self, maps: list[torch.Tensor], grid: torch.Tensor) -> torch.Tensor:
+        """z for each point: maps from forward, grid (B, N, 2) image positions in [-1, 1] (x right, y down,
+        grid_sample's align_corners=False convention, so one grid serves maps of every stride) -> (B, N, C).
+
+        Points that project outside the image read the border features.
+        """
+        if self.kind == "global":
+            return maps[0].flatten(1)[:, None, :].expand(-1, grid.shape[1], -1)
+        g = grid[:, :, None, :].to(maps[0].dtype)  # (B, N, 1, 2)
+        feats = [F.grid_sample(m, g, mode="bilinear", padding_mode="border", align_corners=False)
+                 for m in maps]  # each (B, C_i, N, 1)
+        return torch.cat(feats, dim=1).squeeze(-1).transpose(1, 2)

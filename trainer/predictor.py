@@ -1,0 +1,99 @@
+"""Inference from a checkpoint: one image and its camera -> an occupancy field over the normalised frame.
+
+This is the interface the evaluation stage and `aps reconstruct` call; it shares prepare_view with training,
+so an image is composited and resized exactly as the network saw its training views.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.checkpoint import BEST, LAST, CheckpointError, load_checkpoint
+from trainer.config import TrainConfig, from_dict
+from trainer.data import prepare_view
+from trainer.models import OccupancyNetwork, build_model
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A .ckpt file as is; a run folder -> RUN/best.ckpt, else RUN/last.ckpt."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: run folder holds neither {BEST} nor {LAST}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder")
+    return path
+
+
+class Predictor:
+    """A trained network in eval mode on one device, with its resolved config."""
+
+    def __init__(self, model: OccupancyNetwork, config: TrainConfig, device: torch.device, path: Path,
+                 batch_points: int = 65536):
+        self.model = model.eval()
+        self.config = config
+        self.device = device
+        self.path = path
+        self.batch_points = batch_points
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image the network sees."""
+        return self.config.data.image_size
+
+    @torch.no_grad()
+    def field(self, image: np.ndarray, K: np.ndarray, Rt: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Encode one view once; return p -> occupancy probability.
+
+        image: uint8 (H, W, 3|4) (RGBA composited on white as in training); K: (3, 3) float32 intrinsics in
+        pixels of that image; Rt: (3, 4) float32 normalised frame -> OpenCV camera. The returned callable
+        takes (N, 3) float32 points in the normalised frame and returns (N,) float32 in [0, 1].
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"field: expected a uint8 image (H, W, 3|4), got {image.shape} {image.dtype}")
+        img, K_scaled = prepare_view(torch.from_numpy(np.ascontiguousarray(image)).to(self.device),
+                                     np.asarray(K, np.float32), self.image_size)
+        maps = self.model.encode(img[None])
+        K_t = K_scaled.to(self.device)[None]
+        Rt_t = torch.as_tensor(np.asarray(Rt, np.float32), device=self.device)[None]
+        size = self.image_size
+
+        @torch.no_grad()
+        def occupancy(points: np.ndarray) -> np.ndarray:
+            pts = np.asarray(points, np.float32)
+            if pts.ndim != 2 or pts.shape[1] != 3:
+                raise ValueError(f"field: expected points (N, 3), got {pts.shape}")
+            out = np.empty(len(pts), np.float32)
+            for i in range(0, len(pts), self.batch_points):
+                chunk = torch.from_numpy(pts[i:i + self.batch_points]).to(self.device)[None]
+                logits = self.model.decode(maps, chunk, K_t, Rt_t, size)
+                out[i:i + len(chunk[0])] = torch.sigmoid(logits.float())[0].cpu().numpy()
+            return out
+
+        return occupancy
+
+
+def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
+    """A Predictor from a .ckpt file or a run folder (then RUN/best.ckpt, else RUN/last.ckpt)."""
+    ckpt = resolve_checkpoint(path)
+    dev = torch.device(device)
+    payload = load_checkpoint(ckpt, map_location=dev)
+    try:
+        config = from_dict(payload["config"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: its config does not fit this code ({exc})") from exc
+    model = build_model(config.model, load_pretrained=False)
+    model.load_state_dict(payload["model"])
+    log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, int(payload["epoch"]) + 1,
+             float(payload["best_val_f1"]))
+    return Predictor(model.to(dev), config, dev, ckpt)
