@@ -53,3 +53,7 @@ def main() -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"aps: error: {reason}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
