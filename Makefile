@@ -2,7 +2,7 @@
 #   make preprocess MANIFEST=manifests/industrial-parts.toml
 #   make train DATA=data/industrial-parts RUN=runs/industrial-parts PRESET=paper
 SHELL := /bin/bash
-VENV ?= $(HOME)/.cache/aps/venv
+VENV ?= $(or $(APS_VENV),$(HOME)/.cache/aps/venv)
 PY := $(VENV)/bin/python
 APS := $(VENV)/bin/aps
 MANIFEST ?= manifests/industrial-demo.toml
