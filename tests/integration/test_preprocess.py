@@ -135,3 +135,15 @@ def test_cli_errors_are_one_line(tmp_path):
     assert len(err) == 1 and "nowhere" in err[0] and err[0].startswith("aps: error:")
     help_text = aps("preprocess", "--help")
     assert help_text.returncode == 0 and "--manifest" in help_text.stdout and "--scheduler" in help_text.stdout
+
+
+def test_existing_cluster_by_address(tmp_path, mesh_folder):
+    """--scheduler ADDRESS: the same job on a cluster someone else started (here: one with 2 worker processes)."""
+    from dask.distributed import LocalCluster
+
+    m = small_manifest(mesh_folder)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary = run_preprocess(m, tmp_path / "store", scheduler=cluster.scheduler_address)
+        assert len(cluster.workers) == 2, "the run must not close a cluster it did not start"
+    assert summary.done == n_meshes(mesh_folder) and not summary.failed
+    assert schema.open_store(tmp_path / "store").object_ids
