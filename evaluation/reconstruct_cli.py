@@ -38,7 +38,8 @@ def reconstruct(
                                    "(128: spacing 0.014 output units; 256: 0.007, ~4x the queries)."),
     coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction; 0 for the dense grid."),
     data: Path = typer.Option(None, "--data", help="The training store: measure the framing (fill, camera "
-                              "distance, view size) on its views instead of using the demo store's."),
+                              "distance, view size) on its views (default: the store named in the checkpoint, "
+                              "where it exists; else the demo store's figures)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>.preview.png."),
     device: str = typer.Option("cpu", help="Torch device of the predictor."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
@@ -81,6 +82,8 @@ def reconstruct(
     files = _inputs(source, out)
     torch.set_num_threads(threads)
     predictor = load_predictor(checkpoint, device=device)
+    if data is None and predictor.data and Path(predictor.data, "index.json").is_file():
+        data = Path(predictor.data)  # the training store named in the checkpoint, where it is still there
     framing = framing_from_store(open_store(data)) if data is not None else Framing()
     out.mkdir(parents=True, exist_ok=True)
 

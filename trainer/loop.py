@@ -325,7 +325,7 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
             payload = {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scaler": scaler.state_dict(), "s_schedule": s_schedule.state_dict(), "epoch": epoch,
                        "best_val_f1": best_val_f1, "history": history, "rng": rng_state(),
-                       "positive_ratio": ratio}
+                       "positive_ratio": ratio, "data": str(Path(data).resolve())}
             save_checkpoint(last, payload)
             if improved:
                 save_checkpoint(out / BEST, payload)

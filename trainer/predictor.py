@@ -38,8 +38,9 @@ class Predictor:
     """A trained network in eval mode on one device, with its resolved config."""
 
     def __init__(self, model: OccupancyNetwork, config: TrainConfig, device: torch.device, path: Path,
-                 batch_points: int = 65536):
+                 batch_points: int = 65536, data: str = ""):
         self.model = model.eval()
+        self.data = data  # the store it was trained on, as that machine named it ("" in older checkpoints)
         self.config = config
         self.device = device
         self.path = path
@@ -96,4 +97,4 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
     model.load_state_dict(payload["model"])
     log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, int(payload["epoch"]) + 1,
              float(payload["best_val_f1"]))
-    return Predictor(model.to(dev), config, dev, ckpt)
+    return Predictor(model.to(dev), config, dev, ckpt, data=str(payload.get("data", "")))
