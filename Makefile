@@ -15,7 +15,7 @@ EPOCHS ?=
 SCHEDULER ?= local
 EPOCHS_FLAG := $(if $(EPOCHS),--epochs $(EPOCHS),)
 
-.PHONY: help setup demo preprocess train eval test lint bench clean
+.PHONY: help setup demo preprocess train eval test lint bench clean ablation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -40,6 +40,9 @@ test:  ## run the test suite
 
 lint:  ## ruff over the code
 	$(VENV)/bin/ruff check aps pipeline trainer evaluation tests benchmarks
+
+ablation:  ## paper Table 2 ablation, fixed-s sweep, training speed on the full industrial dataset (docs/RESULTS.md; ABLATION_FLAGS=--full on a GPU)
+	$(PY) -m evaluation.ablation --manifest manifests/industrial-parts.toml --data data/industrial-parts --out reports/ablation $(ABLATION_FLAGS)
 
 bench:  ## print the speed and size figures of each stage
 	$(PY) benchmarks/bench_preprocess.py
