@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,20 @@ def list_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
     if loose:
         raise SourceError(f"{root}: meshes must sit in one subfolder per category; found {loose[:3]} at the top")
+    specs = walk_categories(root, MESH_SUFFIXES, wanted)
+    if not specs:
+        raise SourceError(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)}) in its category subfolders")
+    return specs
+
+
+def walk_categories(root: Path, suffixes: Collection[str], wanted: set[str], extras: str = "") -> list[ObjectSpec]:
+    """Files with one of `suffixes` under root/<category>/**, as objects `<category>-<relative path>`."""
     specs = []
     for cat_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if wanted and cat_dir.name not in wanted:
             continue
         for path in sorted(cat_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in MESH_SUFFIXES:
+            if path.is_file() and path.suffix.lower() in suffixes:
                 rel = path.relative_to(cat_dir).with_suffix("")
-                specs.append(ObjectSpec(make_object_id(cat_dir.name, *rel.parts), cat_dir.name, str(path)))
-    if not specs:
-        raise SourceError(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)}) in its category subfolders")
+                specs.append(ObjectSpec(make_object_id(cat_dir.name, *rel.parts), cat_dir.name, str(path), extras))
     return specs

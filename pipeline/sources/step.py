@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import ObjectSpec, SourceError, encode_extras, make_object_id
+from pipeline.sources import ObjectSpec, SourceError, encode_extras
+from pipeline.sources.folder import walk_categories
 from pipeline.stages.load import MeshError, check_mesh
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,7 @@ def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectS
                           f"angular_deg in (0, 60]; got {tolerance}, {angular}")
     wanted = set(source.get("categories", []))
     extras = encode_extras({"tessellation": {"tolerance": tolerance, "angular_deg": angular}})
-    specs = []
-    for cat_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if wanted and cat_dir.name not in wanted:
-            continue
-        for path in sorted(cat_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in CAD_SUFFIXES:
-                rel = path.relative_to(cat_dir).with_suffix("")
-                specs.append(ObjectSpec(make_object_id(cat_dir.name, *rel.parts), cat_dir.name, str(path), extras))
+    specs = walk_categories(root, CAD_SUFFIXES, wanted, extras)
     if not specs:
         raise SourceError(f"{root}: no CAD files ({', '.join(CAD_SUFFIXES)}) in its category subfolders")
     return specs
