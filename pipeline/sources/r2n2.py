@@ -66,10 +66,13 @@ def r2n2_cameras(metadata: np.ndarray, image_size: int) -> tuple[np.ndarray, np.
     return K, Rt
 
 
-def to_normalised_frame(Rt: np.ndarray, scale: float, center: np.ndarray) -> np.ndarray:
-    """Rt (..., 3, 4) of a frame `original` -> the same cameras for normalised = (original - center) / scale."""
+def to_normalised_frame(Rt: np.ndarray, scale: float, center: np.ndarray, axes: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """Rt (..., 3, 4) of a frame `original` -> the same cameras for normalised, where original = scale * axes @
+    normalised + center (axes: a rotation, identity by default)."""
     R, t = Rt[..., :3], Rt[..., 3]
-    return np.concatenate([R, ((R @ np.asarray(center, np.float64)) + t)[..., None] / scale], axis=-1)
+    axes = np.eye(3) if axes is None else np.asarray(axes, np.float64)
+    return np.concatenate([R @ axes, ((R @ np.asarray(center, np.float64)) + t)[..., None] / scale], axis=-1)
 
 
 def view_files(views: dict[str, Any]) -> list[Path]:
@@ -124,7 +127,8 @@ def load_r2n2_views(views: dict[str, Any], vertices: np.ndarray, faces: np.ndarr
     """The R2N2 views of one object with cameras for its normalised frame.
 
     vertices (V, 3): the normalised mesh, original = vertices * scale + center. When the mesh is not v1's
-    (`views["v1_source"]` set: a ShapeNet v2 model), the v1 model places it in v1's frame first
+    (`views["v1_source"]` set: a ShapeNet v2 model), the v1 model places it in v1's frame first, undoing
+    v2's quarter turn
     (pipeline.sources.shapenet.v2_to_v1). Returns images uint8 (V, S, S, 4), K float32 (V, 3, 3) and
     Rt float32 (V, 3, 4) with K @ Rt @ [p, 1] the pixel (column, row) of a normalised point p.
     """
@@ -133,10 +137,12 @@ def load_r2n2_views(views: dict[str, Any], vertices: np.ndarray, faces: np.ndarr
         K, Rt_v1 = r2n2_cameras(metadata, image_size)
     except ViewsError as exc:
         raise ViewsError(f"{Path(views['dir']) / METADATA_FILE}: {exc}") from None
+    axes = None
     if views.get("v1_source"):
         from pipeline.sources.shapenet import v2_to_v1
 
-        s, c = v2_to_v1(vertices * scale + center, faces, views["v1_source"])
-        scale, center = s * scale, s * np.asarray(center) + c  # v1 = vertices * (s scale) + (s center + c)
-    Rt = to_normalised_frame(Rt_v1, scale, center)
+        s, axes, c = v2_to_v1(vertices * scale + center, faces, views["v1_source"])
+        # v1 = s Q (vertices * scale + center) + c = (s scale) Q vertices + (s Q center + c)
+        scale, center = s * scale, s * axes @ np.asarray(center, np.float64) + c
+    Rt = to_normalised_frame(Rt_v1, scale, center, axes)
     return images, K.astype(np.float32), Rt.astype(np.float32)

@@ -108,14 +108,25 @@ def list_shapenet(source: dict[str, Any], manifest_dir: Path, version: int) -> l
     return specs
 
 
-def v2_to_v1(v2_vertices: np.ndarray, v2_faces: np.ndarray, v1_path: str | Path) -> tuple[float, np.ndarray]:
-    """The similarity v1 = s * v2 + c that places a ShapeNetCore v2 `model_normalized.obj` in its v1 model's frame.
+# ShapeNetCore v2 turned every v1 model a quarter turn about the up axis: (x, y, z)_v2 = (z, y, -x)_v1, so
+# v1 = V2_TO_V1_AXES @ v2. Two independent published conversions agree: IM-NET's point_sampling ("flip &
+# transpose to convert coord from shapenet_v1 to shapenet_v2": out[a, b, c] = v1[255 - c, b, a]) and the
+# v1->SRN / v2->SRN rotations of neurips/shapenet_to_srn tools (R_v1 = [[0,0,1],[1,0,0],[0,1,0]],
+# R_v2 = [[1,0,0],[0,0,-1],[0,1,0]]).
+V2_TO_V1_AXES = np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]])
 
-    v2 re-centred and re-scaled every model but kept v1's axes (y up, the same front), so matching the two
+
+def v2_to_v1(v2_vertices: np.ndarray, v2_faces: np.ndarray, v1_path: str | Path
+             ) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity v1 = s * Q @ v2 + c that places a ShapeNetCore v2 `model_normalized.obj` in its v1 model's
+    frame.
+
+    Q is V2_TO_V1_AXES (v2's quarter turn about y undone); a copy whose v2 models kept v1's axes is accepted too
+    (Q = identity) when only that lines up. v2 also re-centred and re-scaled every model, so matching the two
     bounding boxes (centre and diagonal) gives s and c. The match is checked on the surface: 95% of points
     sampled on the mapped v2 model must lie within V2_ALIGNMENT_TOLERANCE of v1's diagonal of the v1 surface,
     else the object fails (a remodelled v2 shape cannot use R2N2's cameras).
-    v2_vertices (V, 3) float, v2 file units. Returns s (float) and c (3,) in v1 units.
+    v2_vertices (V, 3) float, v2 file units. Returns s (float), Q (3, 3) and c (3,) in v1 units.
     """
     from pipeline.stages.distances import udf
     from pipeline.stages.load import load_mesh
@@ -123,15 +134,21 @@ def v2_to_v1(v2_vertices: np.ndarray, v2_faces: np.ndarray, v1_path: str | Path)
 
     v1_vertices, v1_faces = load_mesh(v1_path)
     box1 = v1_vertices[np.unique(v1_faces)]
-    box2 = np.asarray(v2_vertices, np.float64)[np.unique(v2_faces)]
-    lo1, hi1, lo2, hi2 = box1.min(0), box1.max(0), box2.min(0), box2.max(0)
+    lo1, hi1 = box1.min(0), box1.max(0)
     diag1 = float(np.linalg.norm(hi1 - lo1))
-    s = diag1 / float(np.linalg.norm(hi2 - lo2))
-    c = (lo1 + hi1) / 2 - s * (lo2 + hi2) / 2
-    points, _ = sample_surface(s * np.asarray(v2_vertices, np.float64) + c, v2_faces, 2000, np.random.default_rng(0))
-    off = float(np.quantile(udf(v1_vertices, v1_faces, points, "open3d"), 0.95)) / diag1
-    if off > V2_ALIGNMENT_TOLERANCE:
-        raise ValueError(f"{v1_path}: the v2 model does not line up with this v1 model by a scale and a shift "
-                         f"(95% of its surface within {off:.3f} of the diagonal, need {V2_ALIGNMENT_TOLERANCE}); "
-                         "R2N2's cameras cannot be placed on it")
-    return s, c
+    v2 = np.asarray(v2_vertices, np.float64)
+    offs = []
+    for Q in (V2_TO_V1_AXES, np.eye(3)):
+        turned = v2 @ Q.T
+        box2 = turned[np.unique(v2_faces)]
+        lo2, hi2 = box2.min(0), box2.max(0)
+        s = diag1 / float(np.linalg.norm(hi2 - lo2))
+        c = (lo1 + hi1) / 2 - s * (lo2 + hi2) / 2
+        points, _ = sample_surface(s * turned + c, v2_faces, 2000, np.random.default_rng(0))
+        off = float(np.quantile(udf(v1_vertices, v1_faces, points, "open3d"), 0.95)) / diag1
+        if off <= V2_ALIGNMENT_TOLERANCE:
+            return s, Q, c
+        offs.append(off)
+    raise ValueError(f"{v1_path}: the v2 model does not line up with this v1 model by v2's quarter turn, a scale "
+                     f"and a shift (95% of its surface within {offs[0]:.3f} of the diagonal, {offs[1]:.3f} without "
+                     f"the turn; need {V2_ALIGNMENT_TOLERANCE}); R2N2's cameras cannot be placed on it")

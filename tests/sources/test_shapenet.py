@@ -148,6 +148,21 @@ def test_v2_without_renderings_renders_its_views(shapenet_copy, tmp_path):
     assert st.read(st.object_ids[0], "images").shape == (4, 137, 137, 4)
 
 
+def test_v2_to_v1_undoes_the_quarter_turn_and_accepts_a_copy_that_kept_v1_axes(shapenet_copy):
+    from pipeline.sources.shapenet import V2_TO_V1_AXES, v2_to_v1
+    from pipeline.stages.load import load_mesh
+
+    model = shapenet_copy.models[AIRPLANE][0]
+    v1_path = shapenet_copy.v1 / AIRPLANE / model / "model.obj"
+    v1, _ = load_mesh(v1_path)
+    v2, f = load_mesh(shapenet_copy.v2 / AIRPLANE / model / "models" / "model_normalized.obj")
+    s, Q, c = v2_to_v1(v2, f, v1_path)
+    assert np.allclose(Q, V2_TO_V1_AXES)
+    assert np.abs(s * v2 @ Q.T + c - v1).max() < 1e-5  # vertex for vertex: the fixture wrote the same mesh
+    s, Q, c = v2_to_v1(v2 @ V2_TO_V1_AXES.T, f, v1_path)  # a copy whose v2 models kept v1's axes
+    assert np.allclose(Q, np.eye(3)) and np.abs(s * v2 @ V2_TO_V1_AXES.T + c - v1).max() < 1e-5
+
+
 def test_a_v2_model_that_does_not_match_v1_fails_with_the_reason(shapenet_copy, tmp_path):
     from tests.fixtures.shapenet_layouts import write_obj
 
@@ -158,7 +173,7 @@ def test_a_v2_model_that_does_not_match_v1_fails_with_the_reason(shapenet_copy, 
 
     obj = v2 / BENCH / model / "models" / "model_normalized.obj"
     v, f = load_mesh(obj)
-    write_obj(obj, v * np.array([1.0, 1.0, -1.0]), f)  # mirrored: no scale and shift maps it onto v1
+    write_obj(obj, v * np.array([1.6, 1.0, 1.0]), f)  # stretched: no turn, scale and shift maps it onto v1
     m = Manifest(name="x", sources=[{"type": "shapenet_v2", "root": str(v2), "v1_root": str(shapenet_copy.v1),
                                      "renderings": str(shapenet_copy.renderings)}],
                  params={**SMALL, "reference_splits": []}, base_dir=tmp_path)
