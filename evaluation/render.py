@@ -82,9 +82,20 @@ def load_source_mesh(source: str, scale: float, center: np.ndarray) -> tuple[np.
     """The original mesh of an object mapped into the normalised frame ((orig - center) / scale), or None.
 
     None (and a warning) when the file is missing or unreadable: the caller falls back to a point render.
+    An IM-NET row (`<file>.hdf5#<row>`) gives its voxel surface, the geometry the store was made from.
     """
     import trimesh
 
+    from pipeline.sources.imnet import load_imnet_mesh, parse_row_source
+
+    if parse_row_source(source) is not None:
+        try:
+            vertices, faces = load_imnet_mesh(source)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: %s; ground truth drawn from the reference points", source, exc)
+            return None
+        vertices = (vertices - np.asarray(center, np.float64)) / float(scale)
+        return vertices.astype(np.float32), faces
     if not source or not Path(source).is_file():
         log.warning("source mesh %s not found: ground truth drawn from the reference points", source)
         return None

@@ -44,8 +44,8 @@ def object_rng(content_hash: str, seed: int) -> np.random.Generator:
 def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRecord:
     """Normalise, sample, measure and render one object (SPEC.md, "Per-object training data").
 
-    Where the source ships views with their cameras (3D-R2N2 for ShapeNet), those are stored instead of
-    rendered ones.
+    Where the source ships views with their cameras (3D-R2N2 for ShapeNet, IM-NET's greyscale views), those are
+    stored instead of rendered ones.
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -78,7 +78,7 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
         inside_flags = inside(vertices, faces, points)
     lap("inside")
 
-    dataset_views = load_dataset_views(job.extras, vertices, faces, scale, center, config.views.n_views,
+    dataset_views = load_dataset_views(job.extras, job.source, vertices, faces, scale, center, config.views.n_views,
                                        config.views.image_size)
     if dataset_views is not None:
         images, K, Rt = dataset_views

@@ -24,7 +24,7 @@ from pipeline.config import CODE_VERSION, PreprocessConfig
 from pipeline.executors import Outcome, run_dask, run_serial
 from pipeline.manifest import Manifest
 from pipeline.process import ObjectJob
-from pipeline.sources import extra_input_files
+from pipeline.sources import extra_input_files, hash_source
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +49,19 @@ class RunSummary:
 
 
 def content_hash(job: ObjectJob, config: PreprocessConfig) -> str:
-    """Names a unit of work: the mesh file's bytes, the bytes of the files a source adds (a dataset's views and
-    their cameras), the parameters that shape its arrays, the code version."""
+    """Names a unit of work: the mesh file's bytes (one model's row for an IM-NET file), the bytes of the files
+    a source adds (a dataset's views and their cameras), the parameters that shape its arrays, the code version."""
     h = hashlib.sha256()
-    _hash_file(h, job.source)
+    hash_source(h, job.source)
     for path in extra_input_files(job.extras):
         h.update(path.name.encode())
         if path.is_file():
-            _hash_file(h, path)
+            hash_source(h, str(path))
         else:  # absent: process_object fails the object with the reason; hashing the absence redoes it once fixed
             h.update(b"<missing>")
     key = [job.object_id, job.category, job.split, config.digest(), CODE_VERSION]
     h.update(json.dumps(key + [job.extras] if job.extras else key).encode())
     return h.hexdigest()[:32]
-
-
-def _hash_file(h, path: str | Path) -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
 
 
 def _append_records(store: Path, lines: list[dict]) -> None:

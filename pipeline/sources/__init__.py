@@ -5,7 +5,7 @@ the dataset's name for the object); it says so in `ObjectSpec.extras`, a JSON ob
 object to `process_object` and into its content hash:
 
     {"key": "02691156/1a04e3...",            # the dataset's own name, matched by split files
-     "views": {"type": "r2n2", "dir": ".../rendering", "v1_source": ".../model.obj"},
+     "views": {"type": "r2n2", "dir": ".../rendering", "v1_source": ".../model.obj"},   # or "imnet"
      "tessellation": {"tolerance": 0.001, "angular_deg": 12.0}}
 """
 
@@ -37,7 +37,7 @@ class SourceError(ValueError):
 
 _ID_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
-SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder")
+SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder", "imnet_hdf5")
 
 
 def make_object_id(*parts: str) -> str:
@@ -73,6 +73,10 @@ def list_objects(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]
         from pipeline.sources.step import list_step_folder
 
         return list_step_folder(source, manifest_dir)
+    if kind == "imnet_hdf5":
+        from pipeline.sources.imnet import list_imnet
+
+        return list_imnet(source, manifest_dir)
     raise SourceError(f"unknown source type {kind!r} (known: {', '.join(SOURCE_TYPES)})")
 
 
@@ -83,14 +87,32 @@ def extra_input_files(extras: str) -> list[Path]:
     views = decode_extras(extras).get("views")
     if not views:
         return []
-    from pipeline.sources.r2n2 import view_files
+    from pipeline.sources.r2n2 import METADATA_FILE, view_files
 
+    if views.get("type") == "imnet":  # the images are in the HDF5 row (hash_source); the cameras are here
+        return [Path(views["dir"]) / METADATA_FILE]
     return view_files(views)
 
 
+def hash_source(h, source: str) -> None:
+    """Feed an object's own input bytes to a hash: the mesh file, or one model's row of an IM-NET file."""
+    from pipeline.sources.imnet import hash_row, parse_row_source
+
+    if parse_row_source(source) is not None:
+        hash_row(h, source)
+        return
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
 def load_source_mesh(source: str, extras: str) -> tuple[np.ndarray, np.ndarray]:
-    """vertices (V, 3) float64 in the file's units, faces (F, 3) int64: a mesh file, or a CAD file tessellated
-    at the source's stated tolerance."""
+    """vertices (V, 3) float64 in the file's units, faces (F, 3) int64: a mesh file, a CAD file tessellated
+    at the source's stated tolerance, or the voxel surface of one model of an IM-NET file (`<file>.hdf5#<row>`)."""
+    from pipeline.sources.imnet import load_imnet_mesh, parse_row_source
+
+    if parse_row_source(source) is not None:
+        return load_imnet_mesh(source)
     tessellation = decode_extras(extras).get("tessellation")
     if tessellation is not None:
         from pipeline.sources.step import load_cad
@@ -101,8 +123,9 @@ def load_source_mesh(source: str, extras: str) -> tuple[np.ndarray, np.ndarray]:
     return load_mesh(source)
 
 
-def load_dataset_views(extras: str, vertices: np.ndarray, faces: np.ndarray, scale: float, center: np.ndarray,
-                       n_views: int, image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def load_dataset_views(extras: str, source: str, vertices: np.ndarray, faces: np.ndarray, scale: float,
+                       center: np.ndarray, n_views: int, image_size: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The dataset's own views of an object, or None when its source ships none (then views are rendered).
 
     vertices (V, 3) are the normalised mesh, original = vertices * scale + center. Returns images uint8
@@ -112,8 +135,12 @@ def load_dataset_views(extras: str, vertices: np.ndarray, faces: np.ndarray, sca
     views = decode_extras(extras).get("views")
     if not views:
         return None
+    if views.get("type") == "imnet":
+        from pipeline.sources.imnet import load_imnet_views
+
+        return load_imnet_views(views, source, vertices, faces, scale, center, n_views, image_size)
     if views.get("type") != "r2n2":
-        raise SourceError(f"unknown view type {views.get('type')!r} (known: r2n2)")
+        raise SourceError(f"unknown view type {views.get('type')!r} (known: r2n2, imnet)")
     from pipeline.sources.r2n2 import load_r2n2_views
 
     return load_r2n2_views(views, vertices, faces, scale, center, n_views, image_size)

@@ -184,7 +184,7 @@ def test_a_v2_model_that_does_not_match_v1_fails_with_the_reason(shapenet_copy, 
 
 
 @pytest.mark.parametrize("name", ["shapenet-v1-r2n2.toml", "shapenet-r2n2-13.toml", "shapenet-v2.toml",
-                                  "step-parts.toml"])
+                                  "step-parts.toml", "imnet-hdf5.toml"])
 def test_checked_in_manifests_parse_and_only_their_paths_need_editing(name):
     from pipeline.manifest import load_manifest
 
