@@ -23,6 +23,9 @@ def evaluate(
     silhouette_views: int = typer.Option(8, help="Stored views compared by silhouette IoU."),
     batch_size: int = typer.Option(1 << 16, help="Points per network query (bounds memory)."),
     limit: int = typer.Option(None, help="Evaluate only the first N objects of the split."),
+    objects: list[str] = typer.Option([], "--object", help="Evaluate only this object id (repeatable)."),
+    per_category: int = typer.Option(None, "--per-category",
+                                     help="Evaluate the first N objects of each category of the split."),
     device: str = typer.Option("cpu", help="Torch device of the predictor."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
     compare: bool = typer.Option(False, "--compare",
@@ -60,7 +63,8 @@ def evaluate(
     torch.set_num_threads(threads)
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
-                        silhouette_views=silhouette_views, limit=limit, extra={"checkpoint": str(checkpoint)})
+                        silhouette_views=silhouette_views, limit=limit, objects=tuple(objects),
+                        per_category=per_category, extra={"checkpoint": str(checkpoint)})
     store = open_store(data)
     predictor = load_predictor(str(checkpoint), device=device)
     rows = evaluate_store(store, lambda v: predictor.field(v.image, v.K, v.Rt), out, config)

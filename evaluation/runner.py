@@ -38,6 +38,28 @@ log = logging.getLogger(__name__)
 MESH_FORMATS = ("ply", "obj", "glb", "stl")
 
 
+def select_objects(store, object_ids: list[str], config: EvalConfig) -> list[str]:
+    """The split's objects that config.objects, config.per_category and config.limit keep, in split order.
+    An id not in the split is an error naming it."""
+    if config.objects:
+        unknown = [o for o in config.objects if o not in set(object_ids)]
+        if unknown:
+            raise ValueError(f"{store.path}: {unknown[0]!r} is not an object of split {config.split!r}"
+                             f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
+        wanted = set(config.objects)
+        object_ids = [o for o in object_ids if o in wanted]
+    if config.per_category is not None:
+        taken: dict[str, int] = {}
+        kept = []
+        for o in object_ids:
+            category = store.info(o)["category"]
+            if taken.get(category, 0) < config.per_category:
+                taken[category] = taken.get(category, 0) + 1
+                kept.append(o)
+        object_ids = kept
+    return object_ids if config.limit is None else object_ids[: config.limit]
+
+
 @dataclass
 class EvalConfig:
     """What `aps eval` does per object; defaults follow the paper (256^3 grid, threshold 0.5)."""
@@ -53,7 +75,9 @@ class EvalConfig:
     n_samples: int = metrics.N_SURFACE_SAMPLES  # points sampled on the predicted mesh
     tau: float = metrics.FSCORE_TAU  # F-score threshold, normalised units
     picture_scale: int = 2  # pictures are rendered at this multiple of the stored image size
-    limit: int | None = None  # evaluate only the first N objects of the split
+    limit: int | None = None  # evaluate only the first N objects of the split (after the two below)
+    objects: tuple[str, ...] = ()  # evaluate only these object ids (of the split)
+    per_category: int | None = None  # the first N objects of each category (so a short run covers them all)
     seed: int = 0  # seed of the surface sampling
     extra: dict[str, str] = field(default_factory=dict)  # free-form settings echoed into the report
 
@@ -188,8 +212,7 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
     if not object_ids:
         raise ValueError(f"{store.path}: no objects in split {config.split!r} (splits hold "
                          f"{sorted({store.info(o)['split'] for o in store.object_ids})})")
-    if config.limit is not None:
-        object_ids = object_ids[: config.limit]
+    object_ids = select_objects(store, object_ids, config)
     _check_reference(store, object_ids[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []

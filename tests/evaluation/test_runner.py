@@ -113,3 +113,24 @@ def test_failures_are_scored_and_reported_not_raised(eval_store, tmp_path):
     lines = (tmp_path / "cmp" / "compare.md").read_text().splitlines()
     assert lines[0].startswith("| variant | IoU") and lines[2].startswith("| empty |")
     assert lines[3].startswith("| broken |")
+
+
+def test_object_selection_per_category_by_id_and_limit(demo_store):
+    from collections import Counter
+
+    from evaluation.runner import EvalConfig, select_objects
+    from pipeline.schema import open_store
+
+    store = open_store(demo_store)
+    train = store.split("train")
+    categories = Counter(store.info(o)["category"] for o in train)
+    assert len(categories) == 2 and max(categories.values()) >= 2  # both kinds of part, one kind several times
+
+    one_each = select_objects(store, train, EvalConfig(split="train", per_category=1))
+    assert Counter(store.info(o)["category"] for o in one_each) == {c: 1 for c in categories}
+    assert one_each == [o for o in train if o in one_each]  # split order kept
+    assert select_objects(store, train, EvalConfig(split="train", per_category=1, limit=1)) == one_each[:1]
+    assert select_objects(store, train, EvalConfig(split="train", objects=(train[-1], train[0]))) == [train[0],
+                                                                                                      train[-1]]
+    with pytest.raises(ValueError, match="'nope' is not an object of split 'train'"):
+        select_objects(store, train, EvalConfig(split="train", objects=("nope",)))
