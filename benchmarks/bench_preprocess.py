@@ -1,6 +1,7 @@
 """Preprocess throughput and storage: objects/s with 1 and 2 Dask workers, ms per object per step, bytes per object.
 
     python benchmarks/bench_preprocess.py [--manifest manifests/industrial-parts.toml] [--workers 1 2]
+    python benchmarks/bench_preprocess.py --store data/industrial-parts     # bytes per object of a store only
 
 Figures come from one run each on this machine (noisy when shared): compare the ratios, not absolutes.
 """
@@ -30,7 +31,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", default="manifests/industrial-parts.toml")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--store", help="only report the bytes per object of this existing store")
     args = ap.parse_args()
+    if args.store:
+        report_storage(Path(args.store))
+        return
     manifest = load_manifest(args.manifest)
     n_objects = len(manifest.objects())
     print(f"dataset {manifest.name}: {n_objects} objects, {os.cpu_count()} cores")

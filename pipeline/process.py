@@ -13,7 +13,7 @@ from pipeline.sources import load_dataset_views, load_source_mesh
 from pipeline.stages.distances import inside, udf
 from pipeline.stages.normalize import normalize
 from pipeline.stages.render_views import render_views, sample_cameras
-from pipeline.stages.sample_points import jitter, sample_surface, uniform_points
+from pipeline.stages.sample_points import jitter, morton_order, sample_surface, uniform_points
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
     surface, _ = sample_surface(vertices, faces, config.n_surface, rng)
     surface_points = jitter(surface, config.jitter_sigmas, config.jitter_weights, rng)
     uniform = uniform_points(config.n_uniform, rng)
-    points_q = schema.quantize_points(np.concatenate([surface_points, uniform]))
+    surface_q = schema.quantize_points(surface_points)
+    points_q = np.concatenate([surface_q[morton_order(surface_q)], schema.quantize_points(uniform)])
     points = schema.dequantize_points(points_q).astype(np.float64)  # distances of what is stored
     lap("sample")
     dist = udf(vertices, faces, points, config.distance_backend)

@@ -32,3 +32,15 @@ def jitter(points: np.ndarray, sigmas: tuple[float, ...], weights: tuple[float, 
 def uniform_points(n: int, rng: np.random.Generator, half_size: float = 0.5) -> np.ndarray:
     """n points uniform in the cube [-half_size, half_size]^3."""
     return rng.uniform(-half_size, half_size, size=(n, 3))
+
+
+def morton_order(points_q: np.ndarray, bits: int = 10) -> np.ndarray:
+    """The permutation that sorts quantised points (N, 3) uint16 along a Morton (Z-order) curve of their top
+    `bits` bits per axis: neighbours in space become neighbours in the array, which the store compresses better.
+    The order of the jittered points carries no meaning (each draws its sigma independently)."""
+    q = (np.asarray(points_q, np.uint64) >> np.uint64(16 - bits))
+    code = np.zeros(len(q), np.uint64)
+    for b in range(bits):
+        for axis in range(3):
+            code |= ((q[:, axis] >> np.uint64(b)) & np.uint64(1)) << np.uint64(3 * b + axis)
+    return np.argsort(code, kind="stable")

@@ -55,6 +55,20 @@ def test_point_counts_and_dtypes(processed):
         assert np.median(d[: schema.N_SURFACE]) < 0.02 < np.median(d[schema.N_SURFACE:])
 
 
+def test_surface_points_are_stored_in_morton_order(processed):
+    from pipeline.stages.sample_points import morton_order
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 65536, (5000, 3)).astype(np.uint16)
+    order = morton_order(q)
+    assert sorted(order) == list(range(5000))  # a permutation
+    step = lambda a: np.linalg.norm(np.diff(a.astype(np.float64), axis=0), axis=1).mean()  # noqa: E731
+    assert step(q[order]) < 0.2 * step(q)  # neighbours along the array are neighbours in space
+    for rec in processed.values():
+        surface = rec.arrays["points"][: schema.N_SURFACE]
+        assert (morton_order(surface) == np.arange(schema.N_SURFACE)).all()  # already sorted as stored
+
+
 def test_stored_udf_matches_an_independent_method(processed):
     """Stored distances (libigl, after quantisation) against trimesh's closest point on 1500 points per mesh."""
     rng = np.random.default_rng(3)
