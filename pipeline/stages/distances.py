@@ -7,6 +7,10 @@
   benchmarks/check_inside_and_distance.py show where each is right.
 - Inside: the generalised winding number (libigl's fast_winding_number), inside if |w| >= 0.5. Unlike ray
   parity it gives the union of overlapping shells and tolerates holes; |w| accepts inverted orientation.
+  On a closed, consistently oriented single shell the winding number is 0 or +-1 off the surface, exactly ray
+  parity, which open3d computes ~25x faster (18 vs 450 ms for the 110k points of a test object): such meshes
+  take parity, checked against the winding number on a sample of the points (PARITY_CHECK_POINTS), and every
+  other mesh the winding number.
 """
 
 from __future__ import annotations
@@ -50,6 +54,53 @@ def winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) 
                                    np.ascontiguousarray(points, np.float64))
 
 
+# parity on a closed single shell is checked against the winding number on this many of the points; below this
+# agreement (a self-intersecting shell) the winding number is computed for all of them
+PARITY_CHECK_POINTS = 2000
+PARITY_MIN_AGREEMENT = 0.999
+
+
+def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """True when the triangles, welded at equal coordinates, form one connected surface in which every edge is
+    shared by exactly two triangles running it in opposite directions (closed and consistently oriented)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    used, f = np.unique(np.asarray(faces, np.int64), return_inverse=True)
+    _, weld = np.unique(np.asarray(vertices, np.float64)[used], axis=0, return_inverse=True)
+    f = weld.reshape(-1)[f.reshape(-1)].reshape(-1, 3)
+    n = int(f.max()) + 1 if len(f) else 0
+    if n == 0 or (f[:, 0] == f[:, 1]).any() or (f[:, 1] == f[:, 2]).any() or (f[:, 2] == f[:, 0]).any():
+        return False
+    a, b = f.reshape(-1), f[:, [1, 2, 0]].reshape(-1)  # directed edges a -> b
+    key, reverse = a * n + b, b * n + a
+    key_sorted = np.sort(key)
+    if (np.diff(key_sorted) == 0).any():  # an edge run twice the same way: not oriented, or more than 2 faces
+        return False
+    pos = np.searchsorted(key_sorted, reverse).clip(0, len(key_sorted) - 1)
+    if not (key_sorted[pos] == reverse).all():  # an edge without its opposite: a hole
+        return False
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[0] == 1
+
+
+def _ray_parity(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
+                        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
+    return scene.compute_occupancy(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy() > 0.5
+
+
 def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Inside flags (N,) bool: inside the union of the mesh's parts (|winding number| >= 0.5)."""
+    """Inside flags (N,) bool: inside the union of the mesh's parts (|winding number| >= 0.5); by ray parity on a
+    closed single shell, where the two agree (checked on a sample)."""
+    points = np.asarray(points, np.float64)
+    if len(points) > PARITY_CHECK_POINTS and is_closed_single_shell(vertices, faces):
+        flags = _ray_parity(vertices, faces, points)
+        sample = np.linspace(0, len(points) - 1, PARITY_CHECK_POINTS).astype(np.int64)
+        exact = np.abs(winding_number(vertices, faces, points[sample])) >= 0.5
+        if (flags[sample] == exact).mean() >= PARITY_MIN_AGREEMENT:
+            return flags
     return np.abs(winding_number(vertices, faces, points)) >= 0.5

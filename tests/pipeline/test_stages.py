@@ -133,6 +133,32 @@ def test_inside_is_the_union_of_overlapping_shells():
     assert not parity[0], "ray parity (pysdf.contains) is expected to call the overlap outside"
 
 
+def test_parity_only_on_closed_single_shells_and_the_same_flags(robosuite_meshes):
+    from pipeline.stages.distances import is_closed_single_shell
+
+    box = trimesh.creation.box(extents=(0.6, 0.3, 0.3))
+    assert is_closed_single_shell(box.vertices, box.faces)
+    soup = box.vertices[box.faces].reshape(-1, 3)  # unwelded, as an STL file reads: welded at equal coordinates
+    assert is_closed_single_shell(soup, np.arange(len(soup)).reshape(-1, 3))
+    assert not is_closed_single_shell(box.vertices, box.faces[1:])  # a hole
+    flipped = box.faces.copy()
+    flipped[0] = flipped[0, ::-1]
+    assert not is_closed_single_shell(box.vertices, flipped)  # inconsistent orientation
+    both = trimesh.util.concatenate([box, trimesh.creation.box(extents=(0.3, 0.6, 0.3))])
+    assert not is_closed_single_shell(both.vertices, both.faces)  # two shells
+    q = np.random.default_rng(0).uniform(-0.5, 0.5, (20000, 3))  # many points: the fast path would be taken
+    in_a = (np.abs(q) <= [0.3, 0.15, 0.15]).all(1) | (np.abs(q) <= [0.15, 0.3, 0.15]).all(1)
+    assert (inside(both.vertices, both.faces, q) == in_a).mean() > 0.9995  # the union, overlap included
+
+    n_closed = 0
+    for path in all_meshes(robosuite_meshes):
+        v, f = load_normalised(path)
+        n_closed += is_closed_single_shell(v, f)
+        flags = inside(v, f, q)
+        assert (flags == (np.abs(winding_number(v, f, q)) >= 0.5)).mean() >= 0.9999, path
+    assert n_closed >= 2  # the fast path was exercised on real parts
+
+
 def test_winding_number_flags_on_open_mesh_are_plausible(processed):
     """The open ur5e forearm: inside fraction of its uniform reference points matches its closed hull's order."""
     for path, rec in processed.items():
