@@ -114,10 +114,20 @@ def compare_table(runs: Sequence[tuple[str, Sequence[Mapping[str, object]]]]) ->
     return table
 
 
+def _for_reading(cell: str) -> str:
+    """A table cell as people read it: 4 significant digits for measured values (the CSV keeps 6)."""
+    if "." not in cell and "e" not in cell:
+        return cell  # counts, names
+    try:
+        return f"{float(cell):.4g}"
+    except ValueError:
+        return cell
+
+
 def markdown(table: Sequence[Sequence[str]]) -> str:
     header, *body = table
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines += ["| " + " | ".join(_for_reading(c) for c in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
