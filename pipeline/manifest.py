@@ -57,7 +57,26 @@ class Manifest:
                 raise ManifestError(f"{self.path or self.name}: [split]: {exc}") from exc
             listed = [(s, files.split_of(s)) for s in specs]
             return [(s, split) for s, split in listed if split is not None]
+        if self.split.get("method", "hash") == "hash" and self.split.get("exact", False):
+            return list(zip(specs, exact_hash_split([s.object_id for s in specs], self.split), strict=True))
         return [(s, assign_split(s.object_id, self.split)) for s in specs]
+
+
+def _hash_unit(object_id: str) -> float:
+    return int(hashlib.sha256(object_id.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def exact_hash_split(object_ids: list[str], split: dict[str, Any]) -> list[str]:
+    """'hash' with exact = true: objects ranked by the same hash, the first round(test * n) test, the next
+    round(val * n) val, so a small dataset gets the asked proportions. The price: adding objects may move the
+    few at a boundary of the ranking (plain 'hash' never moves any, but its proportions wander on small sets)."""
+    test, val = float(split.get("test", 0.1)), float(split.get("val", 0.1))
+    order = sorted(range(len(object_ids)), key=lambda i: (_hash_unit(object_ids[i]), object_ids[i]))
+    n_test, n_val = round(test * len(object_ids)), round(val * len(object_ids))
+    out = ["train"] * len(object_ids)
+    for rank, i in enumerate(order):
+        out[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return out
 
 
 def assign_split(object_id: str, split: dict[str, Any]) -> str:
@@ -69,7 +88,7 @@ def assign_split(object_id: str, split: dict[str, Any]) -> str:
                 return name
         return "train"
     if method == "hash":
-        u = int(hashlib.sha256(object_id.encode()).hexdigest()[:8], 16) / 2**32
+        u = _hash_unit(object_id)
         test, val = float(split.get("test", 0.1)), float(split.get("val", 0.1))
         return "test" if u < test else "val" if u < test + val else "train"
     raise ManifestError(f"unknown split method {method!r} (hash, lists or files)")

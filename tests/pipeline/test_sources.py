@@ -98,6 +98,26 @@ def test_folder_source_ids_categories_and_hash_split(mesh_folder):
     assert splits == [assign_split(f"obj{i}", {"method": "hash", "val": 0.1, "test": 0.2}) for i in range(5000)]
 
 
+def test_exact_hash_split_gives_the_asked_proportions_on_a_small_dataset(mesh_folder):
+    from pipeline.manifest import exact_hash_split
+
+    ids = [f"part-{i}" for i in range(135)]
+    rule = {"method": "hash", "val": 0.15, "test": 0.15, "exact": True}
+    splits = exact_hash_split(ids, rule)
+    assert (splits.count("test"), splits.count("val"), splits.count("train")) == (20, 20, 95)
+    plain = [assign_split(i, rule) for i in ids]  # the per-object rule wanders on 135 ids
+    assert abs(plain.count("test") - 20) + abs(plain.count("val") - 20) > 0
+    assert exact_hash_split(list(reversed(ids)), rule) == list(reversed(splits))  # order of listing is irrelevant
+    grown = exact_hash_split(ids + [f"part-{i}" for i in range(135, 145)], rule)
+    moved = sum(a != b for a, b in zip(splits, grown[:135]))
+    assert moved <= 4  # adding 10 objects moves only a few at the boundaries of the ranking
+
+    m = folder_manifest(mesh_folder)  # wired into the manifest: [split] exact = true
+    m.split = {"method": "hash", "val": 0.25, "test": 0.25, "exact": True}
+    got = [split for _, split in m.objects()]
+    assert got.count("test") == got.count("val") == round(0.25 * len(got))
+
+
 def test_folder_source_refuses_loose_meshes(tmp_path, real_part):
     real_part.export(tmp_path / "loose.stl")
     with pytest.raises(ManifestError, match="one subfolder per category"):
