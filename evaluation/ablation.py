@@ -427,18 +427,21 @@ def speed_markdown(rows: Sequence[dict[str, object]]) -> str:
     return markdown(table)
 
 
-def all_inside_val_iou(data: Path, split: str = "val") -> float:
+def all_inside_val_iou(data: Path, split: str = "val", on: str = "stored") -> float:
     """The validation IoU of a network that calls every point inside: the inside fraction of the split's stored
     points (tp = inside, fp = outside, fn = 0), over all 10,000 points of each object (training validates on
     a fixed subset of them, so its value differs slightly). The stored points lie near the surface and about
     half are inside, so this trivial answer scores high; curves must be read against it. nan: no such split.
+    on = "uniform" (training with data.val_on = uniform): over the uniform points only.
     """
     import numpy as np
 
-    from pipeline.schema import open_store
+    from pipeline.schema import N_UNIFORM, open_store
 
     store = open_store(data)
-    inside = [store.read(o, "inside") for o in store.split(split)]
+    n_uniform = int(store.params.get("n_uniform", N_UNIFORM))
+    inside = [store.read(o, "inside")[-n_uniform:] if on == "uniform" else store.read(o, "inside")
+              for o in store.split(split)]
     return float(np.concatenate(inside).mean()) if inside else math.nan
 
 
@@ -560,7 +563,8 @@ def write_reports(plan: Plan, data: Path, out: Path) -> dict:
         write_table(compare_table([(n, rows) for (n, _), (_, rows) in zip(finished, runs, strict=True)]),
                     out / "table2_runs")
     summary["table2_runs"] = [n for n, _ in finished]
-    reference = all_inside_val_iou(data)
+    val_on = "uniform" if any(a.replace(" ", "") == "data.val_on=uniform" for a in plan.train_set) else "stored"
+    reference = all_inside_val_iou(data, on=val_on)
     summary["all_inside_val_iou"] = reference
     summary["learning_curves"] = plot_curves(layout, plan.variants, plan.seeds, out / "learning_curves.png",
                                              reference)

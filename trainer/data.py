@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.schema import Store, open_store
+from pipeline.schema import N_UNIFORM, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -250,15 +250,25 @@ class ValidationSet:
     that subset is exactly the held-out rows of split_rows with held_out = n_points."""
 
     def __init__(self, cache: ObjectCache, object_ids: Sequence[str], n_points: int, n_views: int,
-                 views: Sequence[int] = (), seed: int = 0):
+                 views: Sequence[int] = (), seed: int = 0, on: str = "stored", held_out: bool = False):
+        """on = "uniform" keeps only the uniform points (the last n_uniform rows): all of them for a validation
+        split, the held-out ones among them when the objects are also trained on (held_out)."""
+        if on not in ("stored", "uniform"):
+            raise ValueError(f"data.val_on = {on!r}: choose stored or uniform")
         self.cache = cache
         self.object_ids = list(object_ids)
         self.picks: list[tuple[int, int, np.ndarray]] = []
+        n_uniform = int(cache.store.params.get("n_uniform", N_UNIFORM))
         for obj, oid in enumerate(self.object_ids):
             allowed = tuple(views) or tuple(range(cache.n_views(oid)))
             chosen = sorted({allowed[int(i)] for i in np.linspace(0, len(allowed) - 1, max(1, n_views))})
             n_all = cache.point_arrays(oid)["udf"].shape[0]
             rows = split_rows(n_all, min(n_points, n_all), seed, obj)[1]
+            if on == "uniform":
+                first_uniform = n_all - n_uniform
+                rows = rows[rows >= first_uniform] if held_out else np.arange(first_uniform, n_all)
+                if len(rows) == 0:
+                    raise ValueError(f"{oid}: no uniform points to validate on (data.val_on = uniform)")
             self.picks += [(obj, v, rows) for v in chosen]
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:

@@ -265,7 +265,7 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     sampler = EpochBatches(len(train_ids), cfg.data.batch_size, cfg.data.repeats, cfg.seed, rank, world)
     loader = make_loader(dataset, sampler, cfg.data.num_workers)
     val = ValidationSet(cache, val_ids, held_out or cfg.data.val_points, cfg.data.val_views, cfg.data.views,
-                        cfg.seed)
+                        cfg.seed, on=cfg.data.val_on, held_out=held_out > 0)
     if len(sampler) == 0:
         raise ValueError(f"{data}: {len(train_ids)} training objects x {cfg.data.repeats} repeats give no batch of "
                          f"{cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")

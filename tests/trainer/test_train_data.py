@@ -115,6 +115,15 @@ def test_samples_are_a_pure_function_of_the_key_and_skip_held_out_points(analyti
     assert len(np.intersect1d(drawn, held)) == 0, "a held-out point was trained on"
     val = ValidationSet(data.cache, ids, n_points=2000, n_views=1, seed=3)
     np.testing.assert_array_equal(val.picks[1][2], held)
+    # on the uniform points: the held-out ones among them when trained on, else all of them
+    val = ValidationSet(data.cache, ids, n_points=2000, n_views=1, seed=3, on="uniform", held_out=True)
+    np.testing.assert_array_equal(val.picks[1][2], held[held >= N_POINTS - 128])
+    val = ValidationSet(data.cache, ids, n_points=2000, n_views=1, seed=3, on="uniform")
+    np.testing.assert_array_equal(val.picks[1][2], np.arange(N_POINTS - 128, N_POINTS))
+    inside = data.cache.point_arrays("box_a")["inside"]
+    assert inside[: N_POINTS - 128].mean() > 2 * inside[N_POINTS - 128:].mean()  # why the choice matters
+    with pytest.raises(ValueError, match="choose stored or uniform"):
+        ValidationSet(data.cache, ids, n_points=2000, n_views=1, on="balanced")
 
 
 def test_batch_contents(analytic_store):
