@@ -59,6 +59,7 @@ def reconstruct(
     import torch
     from tqdm import tqdm
 
+    from aps.progress import bar_options
     from evaluation.reconstruct import (
         RECONSTRUCT_VERSION,
         Framing,
@@ -89,7 +90,7 @@ def reconstruct(
 
     failures: list[tuple[str, str]] = []
     seen: dict[str, Path] = {}
-    for path in tqdm(files, desc="reconstruct", unit="image", disable=len(files) < 2):
+    for path in tqdm(files, desc="reconstruct", unit="image", disable=len(files) < 2, **bar_options()):
         try:
             if path.stem in seen:
                 raise ValueError(f"{path}: same name as {seen[path.stem].name}; its outputs would overwrite them")

@@ -207,6 +207,8 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
     """
     from tqdm import tqdm
 
+    from aps.progress import bar_options
+
     out_dir = Path(out_dir)
     object_ids = store.split(config.split)
     if not object_ids:
@@ -217,7 +219,8 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     pictures: dict[str, str] = {}
-    for object_id in tqdm(object_ids, desc=f"eval {config.split}", unit="object", disable=not progress):
+    for object_id in tqdm(object_ids, desc=f"eval {config.split}", unit="object", disable=not progress,
+                              **bar_options()):
         try:
             row, picture = evaluate_object(store, object_id, make_field, out_dir, config)
             pictures[object_id] = picture

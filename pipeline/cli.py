@@ -31,6 +31,7 @@ def preprocess(
 
     from tqdm import tqdm
 
+    from aps.progress import bar_options
     from pipeline.runner import run_preprocess
     from pipeline.stages.validate import validate_store
 
@@ -45,7 +46,7 @@ def preprocess(
     store = out or Path("data") / m.name
     typer.echo(f"preprocess: dataset {m.name!r} -> {store}")
     objects = m.objects()
-    with tqdm(total=len(objects), desc="objects", unit="obj", dynamic_ncols=True) as bar:
+    with tqdm(total=len(objects), desc="objects", unit="obj", **bar_options()) as bar:
         summary = run_preprocess(m, store, config, scheduler=scheduler, workers=workers, progress=bar.update)
         bar.update(bar.total - bar.n)
     typer.echo(summary.line())

@@ -190,6 +190,8 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     """
     from tqdm import tqdm
 
+    from aps.progress import bar_options
+
     validate(cfg)
     started = time.monotonic()
     data, out = Path(data), Path(out)
@@ -278,7 +280,7 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
         loss_sum, n_steps, n_samples = 0.0, 0, 0
         counts = torch.zeros(3, dtype=torch.float64, device=device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress or rank != 0,
-                   leave=False, dynamic_ncols=True)
+                   leave=False, **bar_options())
         for step, batch in enumerate(bar):
             b = _to_device(batch, device, cfg.data.image_size)
             target = label_v(b["udf"], b["inside"], s_schedule.s, lc.d_star)  # on the device, at batch time
