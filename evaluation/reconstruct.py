@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +85,14 @@ class ObjectMask:
 class Framing:
     """How the training views frame their objects: fill = larger silhouette bbox side / image side (median),
     distance = median camera distance |t| (normalised units), image_size = side of the stored views (px),
-    source = the store it was measured on, or "default" (the demo store's figures)."""
+    source = the store it was measured on, or "default" (the demo store's figures), greyscale = every measured
+    view has R = G = B (IM-NET's views): photos are then turned grey the same way before the network sees them."""
 
     fill: float = DEFAULT_FILL
     distance: float = DEFAULT_DISTANCE
     image_size: int = DEFAULT_VIEW_SIZE
     source: str = "default"
+    greyscale: bool = False
 
 
 @dataclass
@@ -242,9 +244,12 @@ def framing_from_store(store, max_objects: int = 64) -> Framing:
     ids = list(store.object_ids)
     picked = [ids[int(i)] for i in np.unique(np.linspace(0, len(ids) - 1, min(max_objects, len(ids))).round())]
     fills, distances, sizes = [], [], set()
+    greyscale = True
     for object_id in picked:
         views = store.load(object_id, ["images", "Rt"])
         for image, rt in zip(views["images"], views["Rt"], strict=True):
+            greyscale = greyscale and bool((image[..., 0] == image[..., 1]).all() and
+                                           (image[..., 1] == image[..., 2]).all())
             if image.shape[-1] != 4:
                 continue  # a view without alpha (a shipped photo) has no silhouette to measure
             rows, cols = np.nonzero(image[..., 3] > 0)
@@ -256,10 +261,10 @@ def framing_from_store(store, max_objects: int = 64) -> Framing:
             sizes.add(int(image.shape[0]))
     if not fills:
         raise ValueError(f"{store.path}: no RGBA view to measure the framing on")
-    framing = Framing(float(np.median(fills)), float(np.median(distances)), max(sizes), str(store.path))
-    log.info("framing measured on %d views of %s: fill %.3f (5-95%%: %.2f-%.2f), distance %.3f, %d px",
+    framing = Framing(float(np.median(fills)), float(np.median(distances)), max(sizes), str(store.path), greyscale)
+    log.info("framing measured on %d views of %s: fill %.3f (5-95%%: %.2f-%.2f), distance %.3f, %d px%s",
              len(fills), store.path, framing.fill, *np.percentile(fills, [5, 95]), framing.distance,
-             framing.image_size)
+             framing.image_size, ", greyscale views" if greyscale else "")
     return framing
 
 
@@ -316,6 +321,15 @@ def to_output_frame(points: np.ndarray, Rt_true: np.ndarray) -> np.ndarray:
     return (np.asarray(points, np.float64) @ (R0.T @ R).T).astype(np.float32)
 
 
+def to_greyscale(rgba: np.ndarray) -> np.ndarray:
+    """RGB(A) uint8 -> the same with R = G = B = 0.299 R + 0.587 G + 0.114 B (ITU-R 601, what IM-NET's views
+    used); alpha kept."""
+    out = np.array(rgba, copy=True)
+    grey = np.rint(out[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+    out[..., :3] = np.clip(grey, 0, 255).astype(np.uint8)[..., None]
+    return out
+
+
 def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing(), resolution: int = 128,
                       coarse: int | None = 32, name: str = "image") -> Reconstruction:
     """One photo -> a mesh in the output frame (module docstring).
@@ -327,6 +341,8 @@ def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing()
     t0 = time.perf_counter()
     found = find_object(image, name)
     framed = frame_object(image, found, framing.fill, framing.image_size)
+    if framing.greyscale:
+        framed = replace(framed, rgba=to_greyscale(framed.rgba))
     K, Rt = canonical_camera(framing.image_size, framing.distance)
     field = predictor.field(framed.rgba, K, Rt)
     k = EXTRACT_HALF / BOX_HALF

@@ -169,3 +169,14 @@ def test_load_image_reads_cutouts_and_refuses_other_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not a picture")
     with pytest.raises(ValueError, match=r"notes.txt: not an image"):
         load_image(tmp_path / "notes.txt")
+
+
+def test_greyscale_training_views_turn_photos_grey(demo_store):
+    from evaluation.reconstruct import framing_from_store, to_greyscale
+    from pipeline.schema import open_store
+
+    assert not framing_from_store(open_store(demo_store)).greyscale  # rendered views are coloured
+    rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 128], [10, 20, 30, 0]]], np.uint8)
+    grey = to_greyscale(rgba)
+    assert grey[0, :, 0].tolist() == [76, 150, 18] and (grey[..., 0] == grey[..., 2]).all()
+    assert grey[..., 3].tolist() == rgba[..., 3].tolist()

@@ -127,6 +127,10 @@ def test_imnet_end_to_end_views_land_on_their_pixels(shapenet_copy, imnet_copy, 
     again = run_preprocess(m, tmp_path / "store", scheduler="serial")  # rows are hashed, not the whole file
     assert again.skipped == 9 and again.done == 0
 
+    from evaluation.reconstruct import framing_from_store  # a checkpoint trained here wants grey photos
+
+    assert framing_from_store(st).greyscale
+
 
 def test_a_file_in_another_frame_and_broken_rows_fail_alone_with_the_reason(shapenet_copy, tmp_path):
     keys = [f"{AIRPLANE}/{m}" for m in shapenet_copy.models[AIRPLANE]] + [f"{BENCH}/{shapenet_copy.models[BENCH][0]}"]
