@@ -18,21 +18,27 @@ def resolve_root(root: str, manifest_dir: Path) -> Path:
 def list_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     """root/<category>/**/<mesh> -> objects `<category>-<relative path without suffix>`.
 
-    Files with other suffixes (.mtl, textures) are ignored; mesh files directly in root have no category
-    and are refused, so a mistake in the folder structure is not silently mislabelled.
+    Mesh files and CAD files (STEP/IGES, tessellated at step_folder's default tolerance) are taken; files with
+    other suffixes (.mtl, textures) are ignored; files directly in root have no category and are refused, so a
+    mistake in the folder structure is not silently mislabelled.
     """
+    from pipeline.sources import encode_extras
+    from pipeline.sources.step import CAD_SUFFIXES, DEFAULT_ANGULAR_DEG, DEFAULT_TOLERANCE
+
     if "root" not in source:
         raise SourceError("folder source needs a 'root'")
     root = resolve_root(source["root"], manifest_dir)
     if not root.is_dir():
         raise SourceError(f"{root}: mesh folder not found")
     wanted = set(source.get("categories", []))
-    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
+    suffixes = set(MESH_SUFFIXES) | set(CAD_SUFFIXES)
+    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
     if loose:
         raise SourceError(f"{root}: meshes must sit in one subfolder per category; found {loose[:3]} at the top")
-    specs = walk_categories(root, MESH_SUFFIXES, wanted)
+    cad = encode_extras({"tessellation": {"tolerance": DEFAULT_TOLERANCE, "angular_deg": DEFAULT_ANGULAR_DEG}})
+    specs = walk_categories(root, MESH_SUFFIXES, wanted) + walk_categories(root, CAD_SUFFIXES, wanted, cad)
     if not specs:
-        raise SourceError(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)}) in its category subfolders")
+        raise SourceError(f"{root}: no mesh or CAD files ({', '.join(sorted(suffixes))}) in its category subfolders")
     return specs
 
 

@@ -84,3 +84,27 @@ def test_missing_and_non_cad_files(tmp_path):
     (tmp_path / "part.stl").write_text("solid x\nendsolid x\n")
     with pytest.raises(MeshError, match="not a CAD file"):
         load_cad(tmp_path / "part.stl")
+
+
+def test_a_plain_mesh_folder_takes_cad_files_too(cad_parts, robosuite_meshes, tmp_path):
+    """`aps preprocess --meshes DIR`: STEP parts beside STL meshes, each category a subfolder."""
+    import shutil
+
+    from pipeline.manifest import folder_manifest
+    from pipeline.sources import decode_extras
+
+    root = tmp_path / "parts"
+    (root / "flange").mkdir(parents=True)
+    (root / "link").mkdir()
+    shutil.copy(cad_parts["flange"], root / "flange" / "dn50.step")
+    shutil.copy(robosuite_meshes["arm_link"][0], root / "link" / "link.stl")
+    objects = folder_manifest(root).objects()
+    by_id = {spec.object_id: spec for spec, _ in objects}
+    assert set(by_id) == {"flange-dn50", "link-link"}
+    assert decode_extras(by_id["flange-dn50"].extras)["tessellation"]["tolerance"] == 0.001
+    assert by_id["link-link"].extras == ""
+    m = folder_manifest(root)
+    m.params = {"views": {"n_views": 3, "image_size": 64, "up_axis": "z"}, "reference_splits": []}
+    summary = run_preprocess(m, tmp_path / "store", scheduler="serial")
+    assert summary.done == 2 and not summary.failed
+    assert schema.open_store(tmp_path / "store").load("flange-dn50")["scale"] == pytest.approx(0.1, abs=1e-4)
