@@ -76,6 +76,12 @@ def test_rows_are_listed_with_their_names_and_bad_files_are_named(shapenet_copy,
     (bad / "y.hdf5").write_text("not hdf5")
     with pytest.raises(SourceError, match=r"y\.hdf5: not a readable HDF5 file"):
         list_objects({"type": "imnet_hdf5", "files": str(bad / "y.hdf5"), "images": False}, tmp_path)
+    per_category = bad / "02691156_vox256_img_test.hdf5"  # IM-NET's per-category files: bare model ids
+    shutil.copy(imnet_copy / "all_vox256_img_test.hdf5", per_category)
+    per_category.with_suffix(".txt").write_text("abc\ndef\n")
+    listed = list_objects({"type": "imnet_hdf5", "files": str(per_category), "images": False}, tmp_path)
+    assert [decode_extras(o.extras)["key"] for o in listed] == ["02691156/abc", "02691156/def"]
+    assert [o.object_id for o in listed] == ["airplane-abc", "airplane-def"]
     with pytest.raises(SourceError, match="no IM-NET HDF5 file"):
         list_objects({"type": "imnet_hdf5", "files": str(bad / "*.h5"), "images": False}, tmp_path)
 
