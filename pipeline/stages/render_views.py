@@ -91,15 +91,21 @@ def project(points: np.ndarray, K: np.ndarray, Rt: np.ndarray) -> np.ndarray:
     return uvw[:, :2] / uvw[:, 2:3]
 
 
+def raycasting_scene(vertices: np.ndarray, faces: np.ndarray):
+    """open3d's ray-casting scene (a float32 BVH) of one triangle mesh."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
+                        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
+    return scene
+
+
 class MeshRenderer:
     """A ray-casting scene of one mesh, reused for all its views (building the BVH is the costly part)."""
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, color=(0.62, 0.66, 0.72)):
-        import open3d as o3d
-
-        self.scene = o3d.t.geometry.RaycastingScene()
-        self.scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
-                                 o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
+        self.scene = raycasting_scene(vertices, faces)
         self.color = np.asarray(color, np.float32)
 
     def render(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
