@@ -65,7 +65,7 @@ def main() -> None:
             tile[outline(seen)] = color
         tiles.append(tile)
         labels.append(f"view {view}")
-    turned, unturned = (imnet.silhouette_iou(normalised, faces, K, Rt, pixels) for Rt in frames.values())
+    turned, unturned = (imnet.silhouette_iou(renderer, K, Rt, pixels) for Rt in frames.values())
     strip = compose_strip(tiles, labels, tile=274, margin=0.02)
     caption = (f"green: voxel surface in IM-NET's frame (mean IoU over 24 views {turned:.2f}); "
                f"red: without v2's turn ({unturned:.2f})")

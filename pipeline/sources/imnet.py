@@ -31,7 +31,6 @@ from pipeline.sources import ObjectSpec, SourceError, encode_extras, make_object
 
 log = logging.getLogger(__name__)
 
-IMNET_GRID = 64
 # mean silhouette IoU over the views between IM-NET's images (non-white pixels) and the voxel surface seen through
 # the derived cameras: at least this, and no worse (by the margin) than without v2's turn. Measured on 8 robot
 # parts written in IM-NET's frame: 0.83-0.98 (0.83: a thin part the 64^3 grid coarsens); the same files in v1's
@@ -53,13 +52,9 @@ def parse_row_source(source: str) -> tuple[Path, int] | None:
     return (Path(m["file"]), int(m["row"])) if m else None
 
 
-def names_file(path: Path) -> Path:
-    return path.with_suffix(".txt")
-
-
 def read_names(path: Path, n_rows: int) -> list[str]:
     """`<synset>/<model_id>` of every row of an IM-NET file, from the names file beside it."""
-    txt = names_file(path)
+    txt = path.with_suffix(".txt")
     if not txt.is_file():
         raise SourceError(f"{txt}: missing (IM-NET ships the model names of {path.name} in it, one a row)")
     from pipeline.sources.splits import read_split_file
@@ -201,14 +196,11 @@ def greyscale_to_rgba(pixels: np.ndarray) -> np.ndarray:
     return np.stack([grey, grey, grey, alpha], axis=-1)
 
 
-def silhouette_iou(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, pixels: np.ndarray
-                   ) -> float:
-    """Mean IoU over views between a mesh seen through the cameras (K (V, 3, 3), Rt (V, 3, 4)) and the non-white
-    pixels of greyscale views (V, S, S)."""
-    from pipeline.stages.render_views import MeshRenderer
-
+def silhouette_iou(renderer, K: np.ndarray, Rt: np.ndarray, pixels: np.ndarray) -> float:
+    """Mean IoU over views between a mesh (its pipeline.stages.render_views.MeshRenderer) seen through the cameras
+    (K (V, 3, 3), Rt (V, 3, 4)) and the non-white pixels of greyscale views (V, S, S)."""
     size = pixels.shape[-1]
-    seen = MeshRenderer(vertices, faces).render_many(K, Rt, size, size)[..., 3] > 0
+    seen = renderer.render_many(K, Rt, size, size)[..., 3] > 0
     drawn = np.asarray(pixels) < WHITE_LEVEL
     return float(np.mean([(s & d).sum() / max((s | d).sum(), 1) for s, d in zip(seen, drawn)]))
 
@@ -220,25 +212,21 @@ def load_imnet_views(views: dict[str, Any], source: str, vertices: np.ndarray, f
     vertices (V, 3): the normalised voxel surface, IM-NET frame = vertices * scale + center. Returns images uint8
     (V, S, S, 4), K float32 (V, 3, 3), Rt float32 (V, 3, 4).
     """
-    from pipeline.sources.r2n2 import METADATA_FILE, ViewsError, parse_metadata, r2n2_cameras, to_normalised_frame
+    from pipeline.sources.r2n2 import ViewsError, r2n2_cameras, read_metadata, to_normalised_frame
     from pipeline.sources.shapenet import V2_TO_V1_AXES
+    from pipeline.stages.render_views import MeshRenderer
 
     pixels = read_row(source, ("pixels",))["pixels"]
     if pixels.shape != (n_views, image_size, image_size):
         raise ViewsError(f"{source}: pixels of shape {pixels.shape}, the manifest expects views.n_views = {n_views} "
                          f"and views.image_size = {image_size}")
-    meta_path = Path(views["dir"]) / METADATA_FILE
-    if not meta_path.is_file():
-        raise ViewsError(f"{meta_path}: missing (the cameras of IM-NET's views of this model)")
-    metadata = parse_metadata(meta_path)
-    if len(metadata) != n_views:
-        raise ViewsError(f"{meta_path}: {len(metadata)} views listed, the manifest expects views.n_views = {n_views}")
-    K, Rt_v1 = r2n2_cameras(metadata, image_size)
+    K, Rt_v1 = r2n2_cameras(read_metadata(Path(views["dir"]), n_views), image_size)
     center = np.asarray(center, np.float64)
     # v1 = Q (vertices * scale + center) = scale Q vertices + Q center; the unturned frame is scored too
     Rt = to_normalised_frame(Rt_v1, scale, V2_TO_V1_AXES @ center, V2_TO_V1_AXES)
-    iou = silhouette_iou(vertices, faces, K, Rt, pixels)
-    iou_unturned = silhouette_iou(vertices, faces, K, to_normalised_frame(Rt_v1, scale, center), pixels)
+    renderer = MeshRenderer(vertices, faces)
+    iou = silhouette_iou(renderer, K, Rt, pixels)
+    iou_unturned = silhouette_iou(renderer, K, to_normalised_frame(Rt_v1, scale, center), pixels)
     if iou < IMNET_SILHOUETTE_IOU or iou < iou_unturned - IMNET_FRAME_MARGIN:
         raise ViewsError(f"{source}: IM-NET's views do not line up with its voxels under 3D-R2N2's cameras "
                          f"(mean silhouette IoU {iou:.2f} in IM-NET's frame, {iou_unturned:.2f} without v2's turn; "

@@ -91,18 +91,24 @@ def view_files(views: dict[str, Any]) -> list[Path]:
     return files
 
 
+def read_metadata(folder: Path, n_views: int) -> np.ndarray:
+    """The (V, 5) rows of a rendering folder's metadata file, checked against the manifest's views.n_views."""
+    meta_path = Path(folder) / METADATA_FILE
+    if not meta_path.is_file():
+        raise ViewsError(f"{meta_path}: missing (the cameras of the views)")
+    metadata = parse_metadata(meta_path)
+    if len(metadata) != n_views:
+        raise ViewsError(f"{meta_path}: {len(metadata)} views listed, the manifest expects views.n_views = {n_views}")
+    return metadata
+
+
 def load_rendering(folder: Path, n_views: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """images uint8 (V, S, S, 4) RGBA and metadata (V, 5) of one R2N2 rendering folder, checked against the
     manifest's views.n_views and views.image_size (a shard stacks the views of its objects)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ViewsError(f"{folder}: no rendering folder (this model has no 3D-R2N2 renderings)")
-    meta_path = folder / METADATA_FILE
-    if not meta_path.is_file():
-        raise ViewsError(f"{meta_path}: missing (the cameras of the views)")
-    metadata = parse_metadata(meta_path)
-    if len(metadata) != n_views:
-        raise ViewsError(f"{meta_path}: {len(metadata)} views listed, the manifest expects views.n_views = {n_views}")
+    metadata = read_metadata(folder, n_views)
     from PIL import Image
 
     images = np.zeros((n_views, image_size, image_size, 4), np.uint8)
