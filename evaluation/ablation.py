@@ -563,7 +563,9 @@ def write_reports(plan: Plan, data: Path, out: Path) -> dict:
         write_table(compare_table([(n, rows) for (n, _), (_, rows) in zip(finished, runs, strict=True)]),
                     out / "table2_runs")
     summary["table2_runs"] = [n for n, _ in finished]
-    val_on = "uniform" if any(a.replace(" ", "") == "data.val_on=uniform" for a in plan.train_set) else "stored"
+    from trainer.config import override, preset
+
+    val_on = override(preset(plan.train_preset), list(plan.train_set)).data.val_on  # what `aps train` trained with
     reference = all_inside_val_iou(data, on=val_on)
     summary["all_inside_val_iou"] = reference
     summary["learning_curves"] = plot_curves(layout, plan.variants, plan.seeds, out / "learning_curves.png",
