@@ -407,11 +407,6 @@ def photo_from_render(rgba: np.ndarray, height: int, width: int, top_left: tuple
 
 
 # ---- the preview -----------------------------------------------------------------------------------------
-def _on_white(rgba: np.ndarray) -> np.ndarray:
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    return np.rint(rgba[..., :3] * a + 255.0 * (1 - a)).astype(np.uint8)
-
-
 def _square_tile(image: np.ndarray, tile: int) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Letterbox an RGB image into a white tile x tile square -> (tile, scale, (dx, dy) offset)."""
     from PIL import Image
@@ -430,9 +425,9 @@ def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg
     mesh from the photo's viewpoint (the canonical camera) | mesh turned by turn_deg about the vertical."""
     from PIL import Image, ImageDraw
 
-    from evaluation.render import PRED_COLOR, compose_strip, render_mesh, scale_intrinsics
+    from evaluation.render import PRED_COLOR, compose_strip, render_mesh, rgba_on_white, scale_intrinsics
 
-    photo = image if image.shape[-1] == 3 else _on_white(image)
+    photo = rgba_on_white(image)
     photo_tile, scale, (dx, dy) = _square_tile(photo, tile)
     shown = photo.copy()
     shown[~result.object_mask.mask] = (0.35 * shown[~result.object_mask.mask] + 0.65 * 170).astype(np.uint8)
@@ -449,6 +444,7 @@ def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg
     side_view = render_mesh(result.vertices, result.faces, K, Rt_turned, tile, tile, PRED_COLOR)
     empty = " (empty)" if len(result.faces) == 0 else ""
     return compose_strip(
-        [photo_tile, np.asarray(mask_tile), _on_white(result.framed.rgba), _on_white(front), _on_white(side_view)],
+        [photo_tile, np.asarray(mask_tile), rgba_on_white(result.framed.rgba), rgba_on_white(front),
+         rgba_on_white(side_view)],
         ["photo", f"mask ({result.object_mask.method}) + crop", "network input",
          f"mesh, photo's view{empty}", f"mesh, turned {turn_deg:.0f} deg{empty}"], tile=tile)

@@ -109,12 +109,13 @@ def load_source_mesh(source: str, scale: float, center: np.ndarray) -> tuple[np.
     return vertices.astype(np.float32), np.asarray(mesh.faces, np.int64)
 
 
-def _rgba_on_white(image: np.ndarray) -> np.ndarray:
+def rgba_on_white(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 of an RGB or RGBA image, RGBA composited on white (rounded to the nearest level)."""
     image = np.asarray(image)
     if image.shape[-1] == 3:
         return image.astype(np.uint8)
     alpha = image[..., 3:4].astype(np.float32) / 255.0
-    return (image[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return np.rint(image[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
 
 
 def compose_strip(images: list[np.ndarray], labels: list[str], tile: int = 256, margin: float = 0.08
@@ -141,7 +142,7 @@ def compose_strip(images: list[np.ndarray], labels: list[str], tile: int = 256, 
     strip = Image.new("RGB", (tile * len(images), tile + caption), "white")
     draw = ImageDraw.Draw(strip)
     for i, (image, label) in enumerate(zip(tiles, labels, strict=True)):
-        tile_image = Image.fromarray(_rgba_on_white(image)).resize((tile, tile), Image.Resampling.LANCZOS)
+        tile_image = Image.fromarray(rgba_on_white(image)).resize((tile, tile), Image.Resampling.LANCZOS)
         strip.paste(tile_image, (i * tile, caption))
         draw.text((i * tile + 4, 3), label, fill=(0, 0, 0))
     return np.asarray(strip)
