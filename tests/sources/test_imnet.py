@@ -14,6 +14,7 @@ from pipeline.manifest import Manifest
 from pipeline.runner import run_preprocess
 from pipeline.sources import SourceError, decode_extras, list_objects
 from pipeline.sources.imnet import voxel_surface
+from pipeline.stages.render_views import project
 from tests.fixtures.shapenet_layouts import write_imnet_hdf5
 from tests.sources.conftest import AIRPLANE, BENCH, SMALL, manifest_with_paths
 
@@ -117,9 +118,8 @@ def test_imnet_end_to_end_views_land_on_their_pixels(shapenet_copy, imnet_copy, 
                 grown |= np.roll(drawn, shift, axis=axis)
         hits = []
         for v in range(24):
-            cam = near @ d["Rt"][v][:, :3].T + d["Rt"][v][:, 3]
-            uv = cam @ d["K"][v].T
-            col, rowp = np.round(uv[:, 0] / uv[:, 2] - 0.5).astype(int), np.round(uv[:, 1] / uv[:, 2] - 0.5).astype(int)
+            uv = project(near, d["K"][v], d["Rt"][v])
+            col, rowp = np.round(uv[:, 0] - 0.5).astype(int), np.round(uv[:, 1] - 0.5).astype(int)
             inb = (col >= 0) & (col < 137) & (rowp >= 0) & (rowp < 137)
             hits.append((grown[v][rowp[inb], col[inb]]).sum() / len(near))
         assert min(hits) >= 0.99, (oid, min(hits))
