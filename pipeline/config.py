@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from pipeline.stages.render_views import ViewSampling
 
 # Bump when a change to the code changes what is written for the same inputs: objects are then redone.
-CODE_VERSION = "pipeline-3"
+CODE_VERSION = "pipeline-4"
 
 
 @dataclass(frozen=True)

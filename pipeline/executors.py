@@ -87,6 +87,11 @@ def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_obje
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
+    # The scheduler and nannies of a LocalCluster live in this process: at INFO they log every connection, and
+    # at shutdown an INFO line with a CommClosedError traceback. Our own records say what happened.
+    dask_log = logging.getLogger("distributed")
+    dask_level = dask_log.level
+    dask_log.setLevel(logging.ERROR)
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -115,4 +120,5 @@ def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_obje
         client.close()
         if cluster is not None:
             cluster.close()
+        dask_log.setLevel(dask_level)
 

@@ -38,14 +38,18 @@ class RunSummary:
     failed: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
+    repaired: dict[str, str] = field(default_factory=dict)
+    """objects redone because their stored bytes were damaged -> what was wrong"""
 
     @property
     def objects_per_second(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return (f"preprocess {self.run_id}: {self.done} done, {self.skipped} skipped, {len(self.failed)} failed "
-                f"in {self.seconds:.1f} s ({self.objects_per_second:.2f} objects/s) -> {self.store}")
+        repaired = f" ({len(self.repaired)} of them damaged in the store and redone)" if self.repaired else ""
+        return (f"preprocess {self.run_id}: {self.done} done{repaired}, {self.skipped} skipped, "
+                f"{len(self.failed)} failed in {self.seconds:.1f} s ({self.objects_per_second:.2f} objects/s) "
+                f"-> {self.store}")
 
 
 def content_hash(job: ObjectJob, config: PreprocessConfig) -> str:
@@ -75,10 +79,61 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
                    scheduler: str = "local", workers: int | None = None,
                    progress: Callable[[int], object] | None = None) -> RunSummary:
     """Preprocess every object of `manifest` into `store`. scheduler: 'local' (Dask LocalCluster), 'serial',
-    or the address of a running Dask scheduler."""
+    or the address of a running Dask scheduler.
+
+    Refuses a folder that is not a store (schema.check_store_folder) and a store another run is writing
+    (schema.writer_lock); objects whose stored bytes are damaged are redone like changed ones."""
     store = Path(store)
     config = config or manifest.config()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    schema.check_store_folder(store)
+    store.mkdir(parents=True, exist_ok=True)
+    with schema.writer_lock(store, run_id):
+        return _run_locked(manifest, store, config, run_id, scheduler, workers, progress)
+
+
+def verified_objects(store: Path) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
+    """Objects of the completed shards whose bytes match their checksums, as {object_id:content_hash: (shard,
+    row)}, and the damaged ones {object_id: reason}. Reads every stored byte once (crc32c, ~GB/s)."""
+    start = time.perf_counter()
+    existing: dict[str, tuple[str, int]] = {}
+    damaged: dict[str, str] = {}
+    shards = schema.shard_objects(store)
+    for shard, metas in shards.items():
+        try:
+            bad = schema.verify_shard(store, shard)
+        except schema.DamagedObjectError as exc:
+            bad = dict.fromkeys(range(len(metas)), str(exc))
+        for row, meta in enumerate(metas):
+            if row in bad:
+                damaged[meta["object_id"]] = bad[row]
+            else:
+                existing[f"{meta['object_id']}:{meta['content_hash']}"] = (shard, row)
+    if shards:
+        log.info("verified %d shards in %.1f s: %d objects intact, %d damaged", len(shards),
+                 time.perf_counter() - start, len(existing), len(damaged))
+    return existing, damaged
+
+
+def _recorded_shards(store: Path) -> set[str]:
+    """Shard names this store's runs.jsonl says its runs wrote: with the shard name pattern, what we may delete."""
+    names: set[str] = set()
+    try:
+        with open(store / schema.RUNS_FILE) as f:
+            for line in f:
+                try:
+                    shard = json.loads(line).get("shard")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if isinstance(shard, str):
+                    names.add(shard)
+    except FileNotFoundError:
+        pass
+    return names
+
+
+def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str, scheduler: str,
+                workers: int | None, progress: Callable[[int], object] | None) -> RunSummary:
     start = time.perf_counter()
     summary = RunSummary(run_id, store)
     objects = manifest.objects()
@@ -86,12 +141,17 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
     schema.init_store(store, manifest.name, config.to_dict(), CODE_VERSION)
     shards_dir = store / schema.SHARDS_DIR
     shards_dir.mkdir(exist_ok=True)
-    for tmp in shards_dir.glob(".tmp-*"):  # left by a killed run: never complete, never read
-        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in shards_dir.iterdir():  # left by a killed run: never complete, never read
+        if schema.is_tmp_shard_name(tmp.name):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     base = {"run_id": run_id, "dataset": manifest.name, "params_digest": config.digest(),
             "code_version": CODE_VERSION}
     records: list[dict] = []
+    for spec, reason in getattr(manifest, 'refused', list)():  # TODO-INTEGRATE
+        outcome = Outcome(ObjectJob(spec.object_id, spec.category, "", spec.source), "failed", reason)
+        summary.failed.append(outcome)
+        records.append(_record(base, outcome))
     jobs: list[ObjectJob] = []
     for spec, split in objects:
         job = ObjectJob(spec.object_id, spec.category, split, spec.source, extras=spec.extras)
@@ -104,10 +164,7 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
             continue
         jobs.append(job)
 
-    existing: dict[str, tuple[str, int]] = {}
-    for shard, metas in schema.shard_objects(store).items():
-        for row, meta in enumerate(metas):
-            existing[f"{meta['object_id']}:{meta['content_hash']}"] = (shard, row)
+    existing, damaged = verified_objects(store)
     index: dict[str, tuple[str, int]] = {}
     pending: list[ObjectJob] = []
     for job in jobs:
@@ -117,6 +174,9 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
             summary.skipped += 1
             records.append(_record(base, Outcome(job, "skipped", shard=hit[0], row=hit[1])))
         else:
+            if job.object_id in damaged:
+                summary.repaired[job.object_id] = damaged[job.object_id]
+                log.warning("%s: stored bytes damaged, redoing it (%s)", job.object_id, damaged[job.object_id])
             pending.append(job)
     _append_records(store, records)
     schema.write_index(store, index, complete=False)
@@ -149,8 +209,9 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
     index = {k: v for k, v in index.items() if k in wanted}
     schema.write_index(store, index, complete=True)
     used = {shard for shard, _ in index.values()}
-    for d in shards_dir.iterdir():  # shards whose every object was redone or dropped from the manifest
-        if not d.name.startswith(".") and d.name not in used:
+    ours = set(schema.shard_objects(store)) | _recorded_shards(store)
+    for d in shards_dir.iterdir():  # our shards whose every object was redone or dropped from the manifest
+        if d.name not in used and schema.is_shard_name(d.name) and d.name in ours:
             shutil.rmtree(d, ignore_errors=True)
     summary.seconds = time.perf_counter() - start
     run_file = store / "runs" / f"{run_id}.json"
@@ -158,7 +219,8 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
     schema.atomic_write_text(run_file, json.dumps({
         **base, "manifest": str(manifest.path or ""), "params": config.to_dict(), "scheduler": scheduler,
         "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
-        "seconds": summary.seconds, "step_seconds": summary.step_seconds}, indent=2))
+        "repaired": sorted(summary.repaired), "seconds": summary.seconds, "step_seconds": summary.step_seconds},
+        indent=2))
     return summary
 
 

@@ -10,9 +10,20 @@ Layout (zarr v3, one folder per store)::
       index.json         {"status": "complete" | "in_progress", "objects": {object_id: [shard, row]}}
                          written atomically (temporary name + rename) by the preprocess driver
       runs.jsonl         one JSON line per object per run (run_id, object_id, source, status, error, ...)
+      writer.lock        held (flock) by the one preprocess run writing the store; the kernel releases it
+                         when that process ends, however it ends
       shards/<name>/     a zarr group holding n objects; its attrs list them ("objects": [{object_id,
-                         category, split, source, content_hash}, ...]). Written whole to
+                         category, split, source, content_hash}, ...]) and record every file of the shard
+                         ("files": {relative path: [bytes, crc32c]}). Written whole to
                          shards/.tmp-<name>-<uuid> and renamed, so a crash never leaves a half shard.
+                         <name> is <run id>-<split>-<k>: only folders of that name are ever deleted.
+
+Integrity: every inner chunk carries a crc32c (zarr's crc32c codec after the compressor) and every chunk is
+stored, empty ones included, so an absent chunk is damage, never "fill value". A read first checks that the
+array's files exist with the recorded sizes (a deleted or truncated file would otherwise read back as fill
+values), then zarr checks the shard index's and the chunk's crc32c; any failure raises DamagedObjectError
+naming the object, the array and the file. `verify_shard` compares whole files with their recorded crc32c and
+finds the damaged objects (what validation reports and a rerun of preprocess redoes).
 
 Arrays of a shard (leading axis = object row; every array uses zarr sharding with one shard file per
 array and one inner chunk per object, so reading one object decompresses nothing of the others):
@@ -47,9 +58,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,10 +91,34 @@ OBJECT_FIELDS = ("object_id", "category", "split", "source", "content_hash")
 INDEX_FILE = "index.json"
 RUNS_FILE = "runs.jsonl"
 SHARDS_DIR = "shards"
+LOCK_FILE = "writer.lock"
+FILES_ATTR = "files"  # shard attrs: {path relative to the shard: [bytes, crc32c]} of every file but its zarr.json
+
+# <run id>-<split>-<k>, run id = UTC time + 6 hex digits (pipeline.runner): the only folder names we create
+SHARD_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}-[A-Za-z0-9_]+-\d{5}$")
+_TMP_SHARD_NAME = re.compile(r"^\.tmp-(?P<name>.+)-[0-9a-f]{8}$")
 
 
 class StoreError(RuntimeError):
     """A store that is missing, incomplete or not of this layout."""
+
+
+class DamagedObjectError(StoreError):
+    """Stored bytes of an object that are missing or differ from what was written; rerunning preprocess redoes it."""
+
+
+class StoreLockedError(StoreError):
+    """Another preprocess run holds the store's writer lock."""
+
+
+def is_shard_name(name: str) -> bool:
+    return bool(SHARD_NAME.match(name))
+
+
+def is_tmp_shard_name(name: str) -> bool:
+    """A temporary folder of write_shard (left behind only by a killed run)."""
+    m = _TMP_SHARD_NAME.match(name)
+    return bool(m and is_shard_name(m.group("name")))
 
 
 def quantize_points(points: np.ndarray) -> np.ndarray:
@@ -117,19 +155,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def file_checksum(path: Path) -> tuple[int, int]:
+    """(bytes, crc32c) of a whole file, read in blocks (shards of reference data are tens of MB)."""
+    import google_crc32c
+
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            crc = google_crc32c.extend(crc, block)
+            size += len(block)
+    return size, crc
+
+
 def _codecs(name: str, dtype: np.dtype) -> dict[str, Any]:
     """Measured on 40 objects of the industrial dataset: the surface points, written in Morton order, shrink by
     a fifth with bit shuffling and not at all with byte shuffling (nor unsorted); images gain 5% from zstd level
     7 over 3 (write 19 vs 14 ms an object; level 9 takes 0.4 s) and lose with any shuffling or a planar layout.
     benchmarks/bench_preprocess.py prints the bytes per object and array."""
-    from zarr.codecs import BloscCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec
 
     typesize = np.dtype(dtype).itemsize
     shuffle = "noshuffle" if typesize == 1 else "shuffle"
     if name == "points":
         shuffle = "bitshuffle"
     level = 7 if name == "images" else 3
-    return {"compressors": [BloscCodec(cname="zstd", clevel=level, shuffle=shuffle, typesize=typesize)]}
+    # crc32c of each compressed chunk: zarr checks it on every read (4 bytes a chunk)
+    return {"compressors": [BloscCodec(cname="zstd", clevel=level, shuffle=shuffle, typesize=typesize),
+                            Crc32cCodec()]}
 
 
 def _inner_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -177,9 +229,15 @@ def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[Ob
         data = np.stack([np.asarray(r.arrays[name]) for r in records])
         arr = group.create_array(
             name, shape=data.shape, dtype=data.dtype, chunks=_inner_chunks(name, data.shape),
-            shards=data.shape, **_codecs(name, data.dtype),
+            shards=data.shape, config={"write_empty_chunks": True}, **_codecs(name, data.dtype),
         )
         arr[...] = data
+    files = {}
+    for f in sorted(tmp.rglob("*")):
+        rel = f.relative_to(tmp).as_posix()
+        if f.is_file() and rel != "zarr.json":
+            files[rel] = list(file_checksum(f))
+    group.attrs.update({FILES_ATTR: files})
     final = shards_dir / shard_name
     if final.exists():
         shutil.rmtree(final)
@@ -195,7 +253,7 @@ def shard_objects(store_path: str | os.PathLike) -> dict[str, list[dict[str, str
         return out
     for d in sorted(shards_dir.iterdir()):
         meta = d / "zarr.json"
-        if d.name.startswith(".") or not meta.is_file():
+        if not is_shard_name(d.name) or not meta.is_file():  # a folder we did not write is never read
             continue
         try:
             attrs = json.loads(meta.read_text()).get("attributes", {})
@@ -203,6 +261,120 @@ def shard_objects(store_path: str | os.PathLike) -> dict[str, list[dict[str, str
             continue
         out[d.name] = list(attrs.get("objects", []))
     return out
+
+
+def read_shard_attrs(store_path: str | os.PathLike, shard: str) -> dict[str, Any]:
+    """A shard's group attributes; StoreError naming the file when they cannot be read."""
+    meta = Path(store_path) / SHARDS_DIR / shard / "zarr.json"
+    try:
+        return dict(json.loads(meta.read_text()).get("attributes", {}))
+    except FileNotFoundError:
+        raise DamagedObjectError(f"{meta}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise DamagedObjectError(f"{meta}: not readable JSON ({exc})") from None
+
+
+def _array_of(rel: str) -> str:
+    return rel.split("/", 1)[0]
+
+
+def verify_shard(store_path: str | os.PathLike, shard: str) -> dict[int, str]:
+    """Rows of a shard whose stored bytes are missing or damaged -> the reason; {} when every file matches the
+    size and crc32c recorded at write time. Where a file's checksum differs but its index is intact, each row of
+    that array is decoded on its own (zarr checks each chunk's crc32c), so only the damaged objects are named."""
+    import zarr
+
+    root = Path(store_path) / SHARDS_DIR / shard
+    attrs = read_shard_attrs(store_path, shard)
+    n = len(attrs.get("objects", []))
+    files = attrs.get(FILES_ATTR)
+    if not isinstance(files, dict) or not files:
+        return dict.fromkeys(range(n), f"{root}: written without checksums (an older aps); it is redone")
+    damaged: dict[int, str] = {}
+    for rel, (size, crc) in files.items():
+        path = root / rel
+        if not path.is_file():
+            reason = f"{path}: missing"
+        elif path.stat().st_size != size:
+            reason = f"{path}: {path.stat().st_size} bytes, {size} were written"
+        elif file_checksum(path)[1] != crc:
+            reason = f"{path}: checksum differs from the one recorded at write time"
+        else:
+            continue
+        rows = range(n)
+        if path.is_file() and path.name != "zarr.json":  # the damage may be in a few objects' chunks only
+            try:
+                arr = zarr.open_array(str(root / _array_of(rel)), mode="r", zarr_format=3)
+                bad = []
+                for row in range(n):
+                    try:
+                        arr[row]
+                    except Exception:  # noqa: BLE001 - any decode failure is damage of that row
+                        bad.append(row)
+                rows = bad or range(n)  # checksum differs and no chunk fails: trust none of them
+            except Exception:  # noqa: BLE001 - index or metadata unreadable: every row of the array
+                pass
+        for row in rows:
+            damaged.setdefault(row, reason)
+    return damaged
+
+
+@contextmanager
+def writer_lock(store_path: str | os.PathLike, run_id: str) -> Iterator[None]:
+    """Hold the store's single-writer lock (flock on STORE/writer.lock) for a preprocess run.
+
+    A second writer is refused at once, naming the holder. The kernel drops the lock when its process ends
+    (kill -9 included), so a crashed run never leaves the store locked; the file itself stays.
+    """
+    import fcntl
+
+    path = Path(store_path) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        os.close(fd)
+        try:
+            h = json.loads(holder)
+            who = f"run {h.get('run_id')} (pid {h.get('pid')} on {h.get('host')}, since {h.get('started')})"
+        except (json.JSONDecodeError, AttributeError):
+            who = "another process"
+        raise StoreLockedError(f"{store_path}: another `aps preprocess` is writing this store: {who}; wait for it "
+                               "to finish (a store has one writer at a time)") from None
+    try:
+        from datetime import UTC, datetime
+
+        info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_store_folder(store_path: str | os.PathLike) -> None:
+    """Refuse to write into a folder that holds something other than a store: we never touch files we did not
+    create. An absent or empty folder (or one holding only our lock file) becomes a new store."""
+    path = Path(store_path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise StoreError(f"{path}: exists and is not a folder; give --out a new or empty folder")
+    meta = path / "zarr.json"
+    if meta.is_file():
+        try:
+            attrs = json.loads(meta.read_text()).get("attributes", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise StoreError(f"{meta}: not readable JSON ({exc}); not an aps store, not touched") from None
+        if isinstance(attrs, dict) and "layout_version" in attrs and "dataset" in attrs:
+            return
+        raise StoreError(f"{path}: a zarr group that is not an aps store; give --out a new or empty folder")
+    others = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+    if others:
+        raise StoreError(f"{path}: folder is not empty and is not an aps store (holds {', '.join(others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}); give --out a new or empty folder")
 
 
 def write_index(store_path: str | os.PathLike, index: Mapping[str, tuple[str, int]], complete: bool) -> None:
@@ -234,7 +406,12 @@ class Store:
         index_file = self.path / INDEX_FILE
         if not index_file.is_file():
             raise StoreError(f"{self.path}: no {INDEX_FILE}; preprocess never finished a shard here")
-        index = json.loads(index_file.read_text())
+        try:
+            index = json.loads(index_file.read_text())
+            if not isinstance(index, dict) or not isinstance(index.get("objects"), dict):
+                raise ValueError("no 'objects' table")
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(f"{index_file}: damaged ({exc}); rerun `aps preprocess` to rebuild it") from None
         if index.get("status") != "complete" and not allow_incomplete:
             raise StoreError(f"{self.path}: preprocess was interrupted (index is {index.get('status')!r}); "
                              "rerun `aps preprocess` to complete it")
@@ -245,13 +422,28 @@ class Store:
                              f"this code reads {LAYOUT_VERSION}")
         self._index: dict[str, tuple[str, int]] = {k: (v[0], int(v[1])) for k, v in index["objects"].items()}
         self._meta: dict[str, dict[str, str]] = {}
-        for shard, objects in shard_objects(self.path).items():
-            for row, m in enumerate(objects):
+        self._files: dict[str, dict[str, list[tuple[Path, int]]]] = {}  # shard -> array -> [(file, bytes)]
+        for shard in sorted({s for s, _ in self._index.values()}):
+            try:
+                attrs = read_shard_attrs(self.path, shard)
+            except DamagedObjectError as exc:
+                names = sorted(o for o, (s, _) in self._index.items() if s == shard)
+                raise DamagedObjectError(f"{exc} (shard of {names[0]!r} and {len(names) - 1} more); rerun "
+                                         "`aps preprocess` to redo them") from None
+            files = attrs.get(FILES_ATTR)
+            if not isinstance(files, dict) or not files:
+                raise StoreError(f"{self.path / SHARDS_DIR / shard}: written by an older aps, without checksums; "
+                                 "rerun `aps preprocess` to redo it")
+            per_array: dict[str, list[tuple[Path, int]]] = {}
+            for rel, (size, _) in files.items():
+                per_array.setdefault(_array_of(rel), []).append((self.path / SHARDS_DIR / shard / rel, int(size)))
+            self._files[shard] = per_array
+            for row, m in enumerate(attrs.get("objects", [])):
                 if self._index.get(m["object_id"]) == (shard, row):
                     self._meta[m["object_id"]] = m
         missing = sorted(set(self._index) - set(self._meta))
         if missing:
-            raise StoreError(f"{self.path}: index names objects whose shard is missing: {missing[:5]}")
+            raise StoreError(f"{self.path}: index names objects whose shard does not hold them: {missing[:5]}")
         self.object_ids: list[str] = sorted(self._index)
         self._groups: dict[str, Any] = {}
 
@@ -297,16 +489,37 @@ class Store:
 
     def array_names(self, object_id: str) -> list[str]:
         shard, _ = self.location(object_id)
-        return sorted(self._group(shard).array_keys())
+        return sorted(self._files[shard])
+
+    def _checked(self, shard: str, name: str, key: Any, what: str) -> np.ndarray:
+        """group[name][key], proven: the array's files exist with their recorded sizes (zarr would read a missing
+        or emptied file as fill values), and zarr's crc32c checks of the shard index and chunks pass."""
+        files = self._files[shard].get(name)
+        if files is None:
+            raise KeyError(f"{self.path}: {what} has no array {name!r}")
+        for path, size in files:
+            try:
+                actual = path.stat().st_size
+            except FileNotFoundError:
+                raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {path} is missing; rerun "
+                                         "`aps preprocess` to redo it") from None
+            if actual != size:
+                raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {path} has {actual} bytes, {size} "
+                                         "were written; rerun `aps preprocess` to redo it")
+        try:
+            return self._group(shard)[name][key]
+        except Exception as exc:  # noqa: BLE001 - zarr's checksum and decode errors name neither object nor file
+            chunk = next((p for p, _ in files if p.name != "zarr.json"), files[0][0])
+            raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {chunk} is damaged "
+                                     f"({type(exc).__name__}: {str(exc).strip() or 'unreadable'}); rerun "
+                                     "`aps preprocess` to redo it") from None
 
     def read(self, object_id: str, name: str, index: Any = ...) -> np.ndarray:
-        """One array of one object (optionally indexed further, e.g. one view), decoded to its public form."""
+        """One array of one object (optionally indexed further, e.g. one view), decoded to its public form.
+        Raises DamagedObjectError (naming the object and file) when its bytes are missing or damaged."""
         shard, row = self.location(object_id)
-        group = self._group(shard)
-        if name not in group:
-            raise KeyError(f"{self.path}: object {object_id!r} has no array {name!r}")
         key = (row,) if index is Ellipsis else (row, *(index if isinstance(index, tuple) else (index,)))
-        data = group[name][key]
+        data = self._checked(shard, name, key, f"object {object_id!r}")
         decode = _DECODERS.get(name)
         return decode(data) if decode is not None else data
 
@@ -316,10 +529,11 @@ class Store:
         Rows follow the shard's own order; `shards()[shard]` lists the object ids the index points at, and
         `location(object_id)[1]` is an object's row.
         """
-        group = self._group(shard)
+        if shard not in self._files:
+            raise KeyError(f"{self.path}: no shard {shard!r} in the index")
         out = {}
         for name in names:
-            data = group[name][...]
+            data = self._checked(shard, name, ..., f"shard {shard!r} (objects {self.shards()[shard][:3]}...)")
             decode = _DECODERS.get(name)
             out[name] = decode(data) if decode is not None else data
         return out
@@ -340,5 +554,5 @@ class Store:
 
 
 def open_store(path: str | os.PathLike, allow_incomplete: bool = False) -> Store:
-    """Open a preprocessed dataset for reading (SPEC.md, "What outside tools rely on")."""
+    """Open a preprocessed dataset for reading (docs/RELIABILITY.md says what a read proves)."""
     return Store(path, allow_incomplete=allow_incomplete)

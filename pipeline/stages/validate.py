@@ -10,10 +10,29 @@ from pipeline import schema
 
 
 def validate_store(path: str | Path, object_ids: list[str] | None = None) -> list[str]:
-    """Problems found in a store (empty list: every object reads back with consistent shapes and values)."""
-    store = schema.open_store(path)
+    """Problems found in a store (empty list: every object's files match the sizes and crc32c recorded when they
+    were written, and its arrays read back with consistent shapes and values). One line per damaged object,
+    naming it and the file; `aps preprocess` run again redoes exactly those."""
+    try:
+        store = schema.open_store(path)
+    except schema.StoreError as exc:
+        return [str(exc)]
+    wanted = store.object_ids if object_ids is None else object_ids
     problems = []
-    for oid in object_ids if object_ids is not None else store.object_ids:
+    damaged: set[str] = set()
+    for shard, oids in store.shards().items():
+        try:
+            bad = schema.verify_shard(path, shard)
+        except schema.DamagedObjectError as exc:
+            bad = {store.location(o)[1]: str(exc) for o in oids}
+        for oid in oids:
+            row = store.location(oid)[1]
+            if row in bad and oid in wanted:
+                problems.append(f"{oid}: damaged: {bad[row]}")
+                damaged.add(oid)
+    for oid in wanted:
+        if oid in damaged:
+            continue
         try:
             d = store.load(oid, ["points", "udf", "inside", "K", "Rt"])
             n = len(d["points"])

@@ -147,3 +147,18 @@ def test_existing_cluster_by_address(tmp_path, mesh_folder):
         assert len(cluster.workers) == 2, "the run must not close a cluster it did not start"
     assert summary.done == n_meshes(mesh_folder) and not summary.failed
     assert schema.open_store(tmp_path / "store").object_ids
+
+
+def test_cli_local_cluster_run_prints_no_traceback_and_no_dask_chatter(tmp_path, mesh_folder):
+    """A clean run with the default LocalCluster: the summary, no scheduler log lines, no shutdown traceback."""
+    import shutil
+
+    folder = tmp_path / "meshes"
+    shutil.copytree(mesh_folder / "gripper_part", folder / "gripper_part")
+    proc = aps("preprocess", "--meshes", str(folder), "--out", str(tmp_path / "store"), "--workers", "2",
+               "--views", "2")
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "Traceback" not in log and "CommClosedError" not in log
+    assert "distributed." not in log, [x for x in log.splitlines() if "distributed." in x][:3]
+    assert "4 done, 0 skipped, 0 failed" in log
