@@ -151,7 +151,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a small file under a temporary name and rename it, so readers never see half of it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes reach the disk before the name does
     os.replace(tmp, path)
 
 
@@ -384,14 +387,20 @@ def write_index(store_path: str | os.PathLike, index: Mapping[str, tuple[str, in
 
 
 def init_store(store_path: str | os.PathLike, dataset: str, params: Mapping[str, Any], code_version: str) -> None:
-    """Create (or reopen) a store's root group with the dataset-level attributes."""
-    import zarr
+    """Create (or reopen) a store's root group with the dataset-level attributes.
 
+    The root zarr.json (zarr v3 group metadata) is written under a temporary name and renamed, as zarr itself
+    would write it in place: a crash mid-write must not leave a store that no longer opens."""
     path = Path(store_path)
     path.mkdir(parents=True, exist_ok=True)
-    root = zarr.open_group(str(path), mode="a", zarr_format=3)
-    root.attrs.update({"layout_version": LAYOUT_VERSION, "dataset": dataset, "params": dict(params),
-                       "code_version": code_version})
+    meta = path / "zarr.json"
+    attrs: dict[str, Any] = {}
+    if meta.is_file():
+        attrs = dict(json.loads(meta.read_text()).get("attributes", {}))
+    attrs.update({"layout_version": LAYOUT_VERSION, "dataset": dataset, "params": dict(params),
+                  "code_version": code_version})
+    doc = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
+    atomic_write_text(meta, json.dumps(doc, indent=2))
 
 
 class Store:
