@@ -241,3 +241,18 @@ def test_reruns_delete_only_their_own_shards(store, parts):
     assert not (store / schema.SHARDS_DIR / old_shard).exists()  # ours, unused: removed
     assert foreign.is_dir() and tmp_like.is_dir()  # not ours: kept
     assert validate_store(store) == []
+
+
+def test_training_on_a_damaged_store_fails_naming_the_object_and_file(tmp_path, demo_store):
+    """Was: zarr read the deleted chunk as fill values and `aps train` trained on them with exit 0."""
+    copy = tmp_path / "store"
+    shutil.copytree(demo_store, copy)
+    shard, oids = _train_shard(copy)
+    chunk = _chunk_file(copy, shard, "points")
+    chunk.unlink()
+    proc = subprocess.run([str(APS), "train", "--data", str(copy), "--out", str(tmp_path / "run"), "--preset",
+                           "cpu-test", "--epochs", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("aps: error:") and str(chunk) in err and "missing" in err
+    assert any(oid in err for oid in oids)
