@@ -49,42 +49,81 @@ class PreprocessConfig:
         d.pop("shard_size")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
+    def __post_init__(self) -> None:
+        self.check()
+
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> PreprocessConfig:
-        """Build from a manifest's [params] table (views given as a [params.views] sub-table)."""
+        """Build from a manifest's [params] table (views given as a [params.views] sub-table); every value is
+        checked (check), so a bad one fails the run before any object, naming the parameter."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown preprocess parameter(s) {unknown}; known: {sorted(known)}")
         kw = dict(params)
         if "views" in kw:
+            if not isinstance(kw["views"], dict):
+                raise ValueError(f"views must be a table ({{ n_views = 24, ... }}), got {kw['views']!r}")
             vkw = dict(kw["views"])
             vknown = {f.name for f in fields(ViewSampling)}
             bad = sorted(set(vkw) - vknown)
             if bad:
                 raise ValueError(f"unknown view parameter(s) {bad}; known: {sorted(vknown)}")
             for k in ("azimuth_deg", "elevation_deg", "distance_ratio"):
-                if k in vkw:
+                if isinstance(vkw.get(k), list):
                     vkw[k] = tuple(vkw[k])
             kw["views"] = ViewSampling(**vkw)
         for k in ("jitter_sigmas", "jitter_weights", "reference_splits"):
-            if k in kw:
+            if isinstance(kw.get(k), list):
                 kw[k] = tuple(kw[k])
-        cfg = cls(**kw)
-        cfg.check()
-        return cfg
+        return cls(**kw)
 
     def with_overrides(self, **changes: Any) -> PreprocessConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def check(self) -> None:
-        if self.n_surface < 1 or self.n_uniform < 0:
-            raise ValueError("n_surface must be >= 1 and n_uniform >= 0")
-        if len(self.jitter_sigmas) != len(self.jitter_weights) or min(self.jitter_sigmas) < 0:
-            raise ValueError("jitter_sigmas and jitter_weights must have the same length, sigmas >= 0")
-        if self.views.up_axis not in ("x", "y", "z"):
-            raise ValueError(f"views.up_axis must be x, y or z, not {self.views.up_axis!r}")
+        """Types and ranges of every parameter (integers are not booleans, lists have their lengths, names come
+        from their known set); a one-line ValueError naming the parameter. Runs on every construction."""
         from pipeline.stages.distances import DISTANCE_BACKENDS
 
+        for name, lo in (("n_surface", 1), ("n_uniform", 0), ("n_reference", 0), ("shard_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        sigmas, weights = self.jitter_sigmas, self.jitter_weights
+        if not _numbers(sigmas) or not sigmas or min(sigmas) < 0:
+            raise ValueError(f"jitter_sigmas must be a non-empty list of numbers >= 0, got {_shown(sigmas)!r}")
+        if not _numbers(weights) or len(weights) != len(sigmas) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"jitter_weights must be {len(sigmas)} number(s) >= 0 (one per jitter_sigmas) with a "
+                             f"positive sum, got {_shown(weights)!r}")
+        if not isinstance(self.views, ViewSampling):
+            raise ValueError(f"views must be a table of view parameters, got {self.views!r}")
+        self.views.check()
+        splits = self.reference_splits
+        if not isinstance(splits, tuple | list) or not all(s in SPLITS for s in splits):
+            raise ValueError(f"reference_splits must be a list of split names from {list(SPLITS)}, "
+                             f"got {_shown(splits)!r}")
+        if splits and self.n_reference < 1:
+            raise ValueError(f"n_reference must be >= 1 while reference_splits is {list(splits)} (set "
+                             "reference_splits = [] for no evaluation reference), got 0")
         if self.distance_backend not in DISTANCE_BACKENDS:
-            raise ValueError(f"distance_backend must be one of {DISTANCE_BACKENDS}")
+            raise ValueError(f"distance_backend must be one of {list(DISTANCE_BACKENDS)}, "
+                             f"got {self.distance_backend!r}")
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _shown(value: Any) -> Any:
+    """A value as the manifest wrote it (from_dict turns its lists into tuples)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(values: Any) -> bool:
+    """A list or tuple of finite numbers (booleans are not numbers)."""
+    return isinstance(values, tuple | list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
+# Coordinates beyond this are refused: triangle areas square the coordinates and their norms square them again,
+# which overflows float64 from about 1e77; no real part is 1e30 units of anything wide (1e30 nm is 1e12 km).
+MAX_COORDINATE = 1e30
 
 
 class MeshError(ValueError):
@@ -46,6 +49,10 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str) -> tuple[np.n
         raise MeshError(f"{name}: no triangles")
     if not np.isfinite(vertices).all():
         raise MeshError(f"{name}: {int((~np.isfinite(vertices)).any(axis=1).sum())} vertices are NaN or infinite")
+    reach = float(np.abs(vertices).max())
+    if reach > MAX_COORDINATE:
+        raise MeshError(f"{name}: coordinates up to {reach:.3g} file units, beyond the {MAX_COORDINATE:.0e} that can "
+                        "be computed with (a unit or export error?)")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise MeshError(f"{name}: face indices out of range")
     tri = vertices[faces]

@@ -10,11 +10,14 @@ multiplied by our object's diagonal to frame it as R2N2 frames its objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import inf, isfinite
 
 import numpy as np
 
 R2N2_FOCAL_FRACTION = 35.0 / 32.0  # focal length / image width of Blender's default camera
 R2N2_DISTANCE_SCALE = 1.75
+# below this the views carry next to no shape; above it one object's views take gigabytes (24 x 4096^2 RGBA)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,30 @@ class ViewSampling:
     elevation_deg: tuple[float, float] = (25.0, 30.0)
     distance_ratio: tuple[float, float] = (0.65, 0.95)
     up_axis: str = "y"  # the object's up axis in the normalised frame: ShapeNet is y-up, URDF/MJCF parts z-up
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse values no view can be drawn with (0 views, a 2-pixel image, a range given as one number),
+        naming the manifest's parameter, views.<field>; a one-line ValueError."""
+        for name, lo, hi in (("n_views", 1, None), ("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+                bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise ValueError(f"views.{name} must be an integer {bound}, got {value!r}")
+        for name, lo, hi, what in (("azimuth_deg", -inf, inf, "degrees"),
+                                   ("elevation_deg", -90.0, 90.0, "degrees in [-90, 90]"),
+                                   ("distance_ratio", 0.0, inf, "ratios > 0")):
+            pair = getattr(self, name)
+            ok = (isinstance(pair, tuple | list) and len(pair) == 2
+                  and all(isinstance(v, int | float) and not isinstance(v, bool) and isfinite(v) for v in pair)
+                  and lo <= pair[0] <= pair[1] <= hi and (name != "distance_ratio" or pair[0] > 0))
+            if not ok:
+                shown = list(pair) if isinstance(pair, tuple) else pair  # as the manifest wrote it
+                raise ValueError(f"views.{name} must be [low, high], two {what} with low <= high, got {shown!r}")
+        if self.up_axis not in ("x", "y", "z"):
+            raise ValueError(f"views.up_axis must be x, y or z, got {self.up_axis!r}")
 
 
 _UP = {"x": np.array([1.0, 0, 0]), "y": np.array([0, 1.0, 0]), "z": np.array([0, 0, 1.0])}
