@@ -3,19 +3,83 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import PreprocessConfig
-from pipeline.sources import ObjectSpec, SourceError, list_objects
+from pipeline.sources import ObjectSpec, SourceError, check_source, is_id_char, list_objects
+
+if TYPE_CHECKING:
+    from pipeline.sources.splits import FileSplit
 
 SPLITS = ("train", "val", "test")
+TOP_KEYS = ("name", "description", "sources", "split", "params")
+# the keys of [split] by method; method = "files" is checked by pipeline.sources.splits.check_table
+SPLIT_KEYS = {"hash": ("method", "val", "test", "exact"), "lists": ("method", "val", "test")}
 
 
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file."""
+
+
+def check_name(name: Any) -> str:
+    """A dataset's name is a name, not a path (it is the default store folder, data/<name>): letters, digits and
+    `_.-`, Unicode letters too, not '.' or '..'. Returns it in Unicode NFC."""
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {name!r}")
+    nfc = unicodedata.normalize("NFC", name)
+    if not nfc or nfc in (".", "..") or not all(is_id_char(c) for c in nfc):
+        raise ValueError(f"name {name!r} is not a plain name (letters, digits, '_', '.', '-'; no path separators, "
+                         "not '.' or '..'): it names the store folder data/<name>")
+    return nfc
+
+
+def _fraction(split: dict[str, Any], name: str) -> float:
+    value = split.get(name, 0.1)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"split.{name} must be a fraction in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_split(split: Any) -> None:
+    """A [split] table: the keys its method reads (a typo such as `vall` would otherwise be ignored), their types,
+    and no impossible split (hash: val + test < 1, so some objects train). Raises ValueError; reads no file."""
+    if not isinstance(split, dict):
+        raise ValueError(f"must be a table, got {split!r}")
+    method = split.get("method", "hash")
+    if method == "files":
+        from pipeline.sources.splits import check_table
+
+        check_table(split)
+        return
+    if method not in SPLIT_KEYS:
+        raise ValueError(f"unknown split method {method!r} (hash, lists or files)")
+    unknown = sorted(set(split) - set(SPLIT_KEYS[method]))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} with method = {method!r}; known: {sorted(SPLIT_KEYS[method])}")
+    if method == "hash":
+        val, test = _fraction(split, "val"), _fraction(split, "test")
+        if val + test >= 1:
+            raise ValueError(f"split.val + split.test must be < 1 (the rest is train), got {val:g} + {test:g}")
+        if not isinstance(split.get("exact", False), bool):
+            raise ValueError(f"split.exact must be true or false, got {split['exact']!r}")
+        return
+    for name in ("val", "test"):
+        ids = split.get(name, [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"split.{name} must be a list of object ids with method = 'lists', got {ids!r}")
+    both = sorted(set(_listed_ids(split, "val")) & set(_listed_ids(split, "test")))
+    if both:
+        raise ValueError(f"object id(s) {both[:5]} are in both split.val and split.test")
+
+
+def _listed_ids(split: dict[str, Any], name: str) -> list[str]:
+    """The ids of a 'lists' split's val or test list, in NFC as object ids are."""
+    return [unicodedata.normalize("NFC", i) for i in split.get(name, [])]
 
 
 @dataclass
@@ -27,39 +91,109 @@ class Manifest:
     description: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     path: Path | None = None
+    _listing_cache: tuple[str, tuple[list, list]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def where(self) -> str:
+        """What errors name: the manifest file, or the dataset's name for a manifest built in code."""
+        return str(self.path or self.name)
 
     def config(self) -> PreprocessConfig:
         try:
             return PreprocessConfig.from_dict(self.params)
         except (TypeError, ValueError) as exc:
-            raise ManifestError(f"{self.path or self.name}: [params]: {exc}") from exc
+            raise ManifestError(f"{self.where}: [params]: {exc}") from exc
+
+    def check(self) -> None:
+        """Every table against the keys it may hold and their values: each [[sources]] by its type, [split] by its
+        method, [params]. Reads no data, so a manifest whose paths are still to be set passes."""
+        for i, source in enumerate(self.sources):
+            try:
+                check_source(source)
+            except SourceError as exc:
+                raise ManifestError(f"{self.where}: {_source_label(i, source)}: {exc}") from exc
+        self._check_split()
+        self.config()
+
+    def _check_split(self) -> None:
+        try:
+            check_split(self.split)
+        except ValueError as exc:
+            raise ManifestError(f"{self.where}: [split]: {exc}") from exc
 
     def objects(self) -> list[tuple[ObjectSpec, str]]:
-        """Every object of every source with its split; duplicate ids are an error."""
+        """Every object of every source with its split, in listing order. Objects that share their id with another
+        are left out: they are in refused()."""
+        return list(self._listing()[0])
+
+    def refused(self) -> list[tuple[ObjectSpec, str]]:
+        """The objects left out of objects() because another object has the same id (two files whose names clean
+        to one id, one model in two sources), each with a one-line reason naming both files. Only objects the
+        split would take are listed (method = "files" with unlisted = "skip" leaves the others out anyway)."""
+        return list(self._listing()[1])
+
+    def _listing(self) -> tuple[list[tuple[ObjectSpec, str]], list[tuple[ObjectSpec, str]]]:
+        """objects() and refused() from one listing of the sources, kept until sources, split or base_dir change."""
+        key = json.dumps([self.sources, self.split, str(self.base_dir)], sort_keys=True, default=str)
+        if self._listing_cache is not None and self._listing_cache[0] == key:
+            return self._listing_cache[1]
+        self._check_split()
         specs: list[ObjectSpec] = []
         for i, source in enumerate(self.sources):
             try:
                 specs.extend(list_objects(source, self.base_dir))
             except SourceError as exc:
-                raise ManifestError(f"{self.path or self.name}: source {i + 1}: {exc}") from exc
-        seen: dict[str, str] = {}
+                raise ManifestError(f"{self.where}: {_source_label(i, source)}: {exc}") from exc
+        by_id: dict[str, list[ObjectSpec]] = {}
         for s in specs:
-            if s.object_id in seen:
-                raise ManifestError(f"{self.path or self.name}: object id {s.object_id!r} comes from both "
-                                    f"{seen[s.object_id]} and {s.source}")
-            seen[s.object_id] = s.source
-        if self.split.get("method") == "files":  # the benchmark's own split files (pipeline.sources.splits)
-            from pipeline.sources.splits import FileSplit, SplitFileError
+            by_id.setdefault(s.object_id, []).append(s)
+        unique = [s for s in specs if len(by_id[s.object_id]) == 1]
+        clashing = [s for s in specs if len(by_id[s.object_id]) > 1]
+        if self.split.get("method") == "lists":
+            for name in ("val", "test"):
+                missing = sorted(set(_listed_ids(self.split, name)) - set(by_id))
+                if missing:
+                    raise ManifestError(f"{self.where}: [split]: split.{name} names {len(missing)} object id(s) that "
+                                        f"no source lists: {missing[:5]}")
+        files = self._file_split()
+        refused = []
+        for s in clashing:
+            if files is not None and files.split_of(s) is None:
+                continue  # not in the benchmark's split: left out like any unlisted object
+            others = [o.source for o in by_id[s.object_id] if o is not s]
+            more = f" (and {', '.join(others[1:])})" if len(others) > 1 else ""
+            refused.append((s, f"object id {s.object_id!r} comes from both {s.source} and {others[0]}{more}; "
+                               "rename one of the files"))
+        objects = [(s, split) for s, split in self._assign(unique, files) if split is not None]
+        self._listing_cache = (key, (objects, refused))
+        return objects, refused
 
-            try:
-                files = FileSplit.from_table(self.split, self.base_dir)
-            except (SplitFileError, OSError) as exc:
-                raise ManifestError(f"{self.path or self.name}: [split]: {exc}") from exc
-            listed = [(s, files.split_of(s)) for s in specs]
-            return [(s, split) for s, split in listed if split is not None]
+    def _file_split(self) -> FileSplit | None:
+        """The split files of method = "files" (pipeline.sources.splits), read once per listing; None otherwise."""
+        if self.split.get("method") != "files":
+            return None
+        from pipeline.sources.splits import FileSplit, SplitFileError
+
+        try:
+            return FileSplit.from_table(self.split, self.base_dir)
+        except (SplitFileError, OSError) as exc:
+            raise ManifestError(f"{self.where}: [split]: {exc}") from exc
+
+    def _assign(self, specs: list[ObjectSpec], files: FileSplit | None) -> list[tuple[ObjectSpec, str | None]]:
+        """The split of each object, None where the split files skip it."""
+        if files is not None:
+            return [(s, files.split_of(s)) for s in specs]
         if self.split.get("method", "hash") == "hash" and self.split.get("exact", False):
             return list(zip(specs, exact_hash_split([s.object_id for s in specs], self.split), strict=True))
+        if self.split.get("method") == "lists":
+            named = {i: name for name in ("val", "test") for i in _listed_ids(self.split, name)}
+            return [(s, named.get(s.object_id, "train")) for s in specs]
         return [(s, assign_split(s.object_id, self.split)) for s in specs]
+
+
+def _source_label(i: int, source: Any) -> str:
+    kind = source.get("type") if isinstance(source, dict) else None
+    return f"source {i + 1} ({kind})" if isinstance(kind, str) else f"source {i + 1}"
 
 
 def _hash_unit(object_id: str) -> float:
@@ -84,7 +218,7 @@ def assign_split(object_id: str, split: dict[str, Any]) -> str:
     method = split.get("method", "hash")
     if method == "lists":
         for name in ("test", "val"):
-            if object_id in set(split.get(name, [])):
+            if unicodedata.normalize("NFC", object_id) in set(_listed_ids(split, name)):
                 return name
         return "train"
     if method == "hash":
@@ -103,20 +237,28 @@ def load_manifest(path: str | Path) -> Manifest:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML ({exc})") from exc
-    unknown = sorted(set(data) - {"name", "description", "sources", "split", "params"})
+    unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
-        raise ManifestError(f"{path}: unknown top-level key(s) {unknown}")
+        raise ManifestError(f"{path}: unknown top-level key(s) {unknown}; known: {list(TOP_KEYS)}")
     if not data.get("sources"):
         raise ManifestError(f"{path}: no [[sources]]")
-    m = Manifest(name=str(data.get("name", path.stem)), sources=list(data["sources"]),
-                 params=dict(data.get("params", {})), description=str(data.get("description", "")),
-                 base_dir=path.parent.resolve(), path=path)
+    if not isinstance(data["sources"], list):
+        raise ManifestError(f"{path}: sources must be [[sources]] tables, got {data['sources']!r}")
+    for key in ("split", "params"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ManifestError(f"{path}: {key} must be a table ([{key}]), got {data[key]!r}")
+    if not isinstance(data.get("description", ""), str):
+        raise ManifestError(f"{path}: description must be a string, got {data['description']!r}")
+    try:
+        name = check_name(data.get("name", path.stem))
+    except ValueError as exc:
+        hint = "" if "name" in data else " (no name is given, so the file's stem is taken: set name = \"...\")"
+        raise ManifestError(f"{path}: {exc}{hint}") from exc
+    m = Manifest(name=name, sources=list(data["sources"]), params=dict(data.get("params", {})),
+                 description=data.get("description", ""), base_dir=path.parent.resolve(), path=path)
     if "split" in data:
         m.split = dict(data["split"])
-    m.config()  # fail early on bad parameters
-    for name in ("val", "test"):
-        if m.split.get("method") == "lists" and not isinstance(m.split.get(name, []), list):
-            raise ManifestError(f"{path}: split.{name} must be a list of object ids with method = 'lists'")
+    m.check()  # fail early: every table's keys and values, before any source is listed
     return m
 
 

@@ -11,9 +11,12 @@ object to `process_object` and into its content hash:
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +38,103 @@ class SourceError(ValueError):
     """A manifest source that cannot be read (missing root, bad pattern, failed download)."""
 
 
-_ID_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+_ID_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_ID_RUNS = re.compile("\0+")
 
 SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder", "imnet_hdf5")
+_LISTER_MODULE = {"folder": "folder", "pypi_wheel": "pypi_wheel", "shapenet_v1": "shapenet", "shapenet_v2": "shapenet",
+                  "step_folder": "step", "imnet_hdf5": "imnet"}
+
+
+def is_id_char(c: str) -> bool:
+    """A character kept in object ids and dataset names: ASCII letters, digits and `_.-`, and any other Unicode
+    letter, digit or combining mark (categories L, N, M), so `零件/轴承.stl` keeps its name."""
+    return c in _ID_ASCII if c.isascii() else unicodedata.category(c)[0] in "LNM"
 
 
 def make_object_id(*parts: str) -> str:
-    """A file-name-safe object id from its parts (category, relative path...), joined by '-'."""
-    return "-".join(_ID_BAD.sub("_", p).strip("_") for p in parts if p)
+    """A file-name-safe object id from its parts (category, relative path...), joined by '-'.
+
+    Each part is put in Unicode NFC first (macOS spells file names decomposed, Linux as written: one id for
+    both); runs of other characters become one '_', and '_' is stripped from the ends of each part. An ASCII
+    name gives the same id as before Unicode letters were kept."""
+    out = []
+    for p in parts:
+        if p:
+            kept = "".join(c if is_id_char(c) else "\0" for c in unicodedata.normalize("NFC", p))
+            out.append(_ID_RUNS.sub("_", kept).strip("_"))
+    return "-".join(out)
+
+
+def suffix_colliding_ids(specs: list[ObjectSpec]) -> list[ObjectSpec]:
+    """Files of one source whose ids are equal but whose suffixes differ (`part.obj` and `part.stl`: a robot
+    package's visual and collision meshes side by side) get their lower-case suffix appended, `cat-part_obj`
+    and `cat-part_stl`; every other id is left as it is. Ids still equal after this are refused by the manifest."""
+    suffixes: dict[str, set[str]] = {}
+    for s in specs:
+        suffixes.setdefault(s.object_id, set()).add(Path(s.source).suffix.lower())
+    return [replace(s, object_id=f"{s.object_id}_{Path(s.source).suffix.lower().lstrip('.')}")
+            if len(suffixes[s.object_id]) > 1 else s for s in specs]
+
+
+@dataclass(frozen=True)
+class Key:
+    """What one key of a [[sources]] table must hold: `what` is said in the error, `ok` tests a value."""
+
+    what: str
+    ok: Callable[[Any], bool]
+    required: bool = False
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(_text(x) for x in v)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+TEXT = Key("a non-empty string", _text)
+TEXTS = Key("a list of non-empty strings", _texts)
+TEXT_OR_TEXTS = Key("a string or a list of strings", lambda v: _text(v) or (_texts(v) and v != []))
+FLAG = Key("true or false", lambda v: isinstance(v, bool))
+
+
+def needed(key: Key, purpose: str) -> Key:
+    """The same key, required; `purpose` (what the value is for) is said after its type."""
+    return replace(key, what=f"{key.what} ({purpose})", required=True)
+
+
+def number_in(lo: float, hi: float, lo_open: bool = True, hi_open: bool = False, what: str = "") -> Key:
+    """A number in the interval lo..hi (open or closed at each end), e.g. (0, 0.1)."""
+    text = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}{' ' + what if what else ''}"
+    return Key(text, lambda v: _number(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi))
+
+
+def check_source(source: Any) -> str:
+    """Refuse a [[sources]] table with no known type, unknown keys (a typo such as `rooot` would otherwise be
+    ignored), a missing required key or a value of the wrong type; returns its type. Each source module says its
+    keys in SOURCE_KEYS (type -> key -> Key)."""
+    if not isinstance(source, dict):
+        raise SourceError(f"must be a table ([[sources]]), got {source!r}")
+    kind = source.get("type")
+    if kind not in SOURCE_TYPES:
+        raise SourceError(f"unknown source type {kind!r} (known: {', '.join(SOURCE_TYPES)})")
+    keys: dict[str, Key] = importlib.import_module(f"pipeline.sources.{_LISTER_MODULE[kind]}").SOURCE_KEYS[kind]
+    unknown = sorted(set(source) - set(keys) - {"type"})
+    if unknown:
+        raise SourceError(f"unknown key(s) {unknown}; known: {sorted({'type', *keys})}")
+    for name, key in keys.items():
+        if name not in source:
+            if key.required:
+                raise SourceError(f"{kind} source needs {name!r}: {key.what}")
+        elif not key.ok(source[name]):
+            raise SourceError(f"{name} must be {key.what}, got {source[name]!r}")
+    return kind
 
 
 def encode_extras(extras: dict[str, Any]) -> str:
@@ -55,8 +147,8 @@ def decode_extras(extras: str) -> dict[str, Any]:
 
 
 def list_objects(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
-    """Dispatch one manifest [[sources]] table to its source type."""
-    kind = source.get("type")
+    """Dispatch one manifest [[sources]] table to its source type, once its keys are checked (check_source)."""
+    kind = check_source(source)
     if kind == "folder":
         from pipeline.sources.folder import list_folder
 
@@ -73,11 +165,9 @@ def list_objects(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]
         from pipeline.sources.step import list_step_folder
 
         return list_step_folder(source, manifest_dir)
-    if kind == "imnet_hdf5":
-        from pipeline.sources.imnet import list_imnet
+    from pipeline.sources.imnet import list_imnet
 
-        return list_imnet(source, manifest_dir)
-    raise SourceError(f"unknown source type {kind!r} (known: {', '.join(SOURCE_TYPES)})")
+    return list_imnet(source, manifest_dir)
 
 
 def extra_input_files(extras: str) -> list[Path]:

@@ -27,9 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import ObjectSpec, SourceError, encode_extras, make_object_id
+from pipeline.sources import (
+    FLAG,
+    TEXT,
+    TEXT_OR_TEXTS,
+    TEXTS,
+    ObjectSpec,
+    SourceError,
+    encode_extras,
+    make_object_id,
+    needed,
+)
 
 log = logging.getLogger(__name__)
+
+SOURCE_KEYS = {"imnet_hdf5": {"files": needed(TEXT_OR_TEXTS, "IM-NET's .hdf5 files, paths or globs"),
+                              "categories": TEXTS, "images": FLAG, "renderings": TEXT}}
 
 # mean silhouette IoU over the views between IM-NET's images (non-white pixels) and the voxel surface seen through
 # the derived cameras: at least this, and no worse (by the margin) than without v2's turn. Measured on 8 robot
@@ -77,8 +90,6 @@ def list_imnet(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     from pipeline.sources.folder import resolve_root
     from pipeline.sources.shapenet import R2N2_CATEGORIES, synset_of
 
-    if "files" not in source:
-        raise SourceError("imnet_hdf5 source needs 'files': IM-NET's .hdf5 files (paths or globs)")
     patterns = source["files"] if isinstance(source["files"], list) else [source["files"]]
     paths: list[Path] = []
     for pattern in patterns:

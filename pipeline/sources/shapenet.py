@@ -14,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import ObjectSpec, SourceError, encode_extras, make_object_id
+from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, encode_extras, make_object_id, needed
 
 log = logging.getLogger(__name__)
+
+_V1_KEYS = {"root": needed(TEXT, "the folder holding the synset folders"), "categories": TEXTS,
+            "renderings": TEXT}
+SOURCE_KEYS = {"shapenet_v1": _V1_KEYS, "shapenet_v2": {**_V1_KEYS, "v1_root": TEXT}}
 
 # The 13 categories of the 3D-R2N2 subset of ShapeNetCore (Choy et al. 2016), by WordNet synset id.
 R2N2_CATEGORIES: dict[str, str] = {
@@ -71,8 +75,6 @@ def list_shapenet(source: dict[str, Any], manifest_dir: Path, version: int) -> l
     model missing its obj or its views fails alone with the reason instead of vanishing from the dataset.
     """
     kind = f"shapenet_v{version}"
-    if "root" not in source:
-        raise SourceError(f"{kind} source needs a 'root' (the folder holding the synset folders)")
     root = _root(source, "root", manifest_dir)
     renderings = _root(source, "renderings", manifest_dir) if source.get("renderings") else None
     v1_root = _root(source, "v1_root", manifest_dir) if source.get("v1_root") else None

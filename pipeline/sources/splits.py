@@ -24,6 +24,7 @@ from pipeline.sources import ObjectSpec, decode_extras
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
+FILES_KEYS = ("method", "unlisted", "val_from_train", *SPLIT_NAMES)
 _SYNSET = re.compile(r"^(\d{8})(?:_|$)")
 
 
@@ -38,6 +39,26 @@ def _file_synset(path: Path) -> str:
         if m:
             return m.group(1)
     return ""
+
+
+def check_table(table: dict[str, Any]) -> None:
+    """A [split] table with method = "files", checked without reading its files (a manifest is checked when it
+    is loaded; its files are read when its objects are listed): known keys, value types and ranges."""
+    unknown = sorted(set(table) - set(FILES_KEYS))
+    if unknown:
+        raise SplitFileError(f"unknown key(s) {unknown} in [split] with method = 'files'; known: {sorted(FILES_KEYS)}")
+    unlisted = table.get("unlisted", "skip")
+    if unlisted not in ("skip", "train"):
+        raise SplitFileError(f"split.unlisted must be 'skip' or 'train', not {unlisted!r}")
+    val_from_train = table.get("val_from_train", 0.0)
+    if isinstance(val_from_train, bool) or not isinstance(val_from_train, int | float) or not 0 <= val_from_train < 1:
+        raise SplitFileError(f"split.val_from_train must be a fraction in [0, 1), not {val_from_train!r}")
+    for name in SPLIT_NAMES:
+        patterns = table.get(name, [])
+        if not (isinstance(patterns, str) or isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
+            raise SplitFileError(f"split.{name} must be a path or glob or a list of them, not {patterns!r}")
+    if not any(table.get(name) for name in SPLIT_NAMES):
+        raise SplitFileError("[split] method = 'files' needs at least one of train, val, test")
 
 
 def read_split_file(path: Path) -> list[str]:
@@ -67,18 +88,8 @@ class FileSplit:
         """[split] method = "files", train/val/test = a path or glob or a list of them (relative to the manifest),
         unlisted = "skip" (default: the benchmark's objects only) or "train", val_from_train = a fraction of
         the train objects held out as val (IM-NET's lists have no val; the test list stays untouched)."""
-        unlisted = str(table.get("unlisted", "skip"))
-        if unlisted not in ("skip", "train"):
-            raise SplitFileError(f"split.unlisted must be 'skip' or 'train', not {unlisted!r}")
-        val_from_train = float(table.get("val_from_train", 0.0))
-        if not 0 <= val_from_train < 1:
-            raise SplitFileError(f"split.val_from_train must be in [0, 1), not {val_from_train}")
-        unknown = sorted(set(table) - {"method", "unlisted", "val_from_train", *SPLIT_NAMES})
-        if unknown:
-            raise SplitFileError(f"unknown key(s) {unknown} in [split] with method = 'files'")
-        if not any(table.get(name) for name in SPLIT_NAMES):
-            raise SplitFileError("[split] method = 'files' needs at least one of train, val, test")
-        out = cls(unlisted=unlisted, val_from_train=val_from_train)
+        check_table(table)
+        out = cls(unlisted=str(table.get("unlisted", "skip")), val_from_train=float(table.get("val_from_train", 0.0)))
         for name in SPLIT_NAMES:
             patterns = table.get(name, [])
             for pattern in [patterns] if isinstance(patterns, str) else list(patterns):

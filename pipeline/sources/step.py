@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import ObjectSpec, SourceError, encode_extras
+from pipeline.sources import (
+    TEXT,
+    TEXTS,
+    ObjectSpec,
+    SourceError,
+    encode_extras,
+    needed,
+    number_in,
+    suffix_colliding_ids,
+)
 from pipeline.sources.folder import walk_categories
 from pipeline.stages.load import MeshError, check_mesh
 
@@ -31,6 +40,10 @@ DEFAULT_ANGULAR_DEG = 12.0
 # of a STEP file is in metres (the file's unit applied), of an IGES file in that session unit, millimetres.
 # Measured on exact geometry in tests/sources/test_step.py, for both formats.
 _MM_PER_OUTPUT_UNIT = {"step": 1000.0, "iges": 1.0}
+SOURCE_KEYS = {"step_folder": {"root": needed(TEXT, "the folder holding one subfolder per category"),
+                               "categories": TEXTS,
+                               "tolerance": number_in(0, 0.1, hi_open=True, what="(fraction of the longest side)"),
+                               "angular_deg": number_in(0, 60, what="(degrees)")}}
 
 
 def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
@@ -38,8 +51,6 @@ def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectS
     tolerance (fraction of the longest side, default 0.001) and angular_deg (default 12)."""
     from pipeline.sources.folder import resolve_root
 
-    if "root" not in source:
-        raise SourceError("step_folder source needs a 'root'")
     root = resolve_root(str(source["root"]), manifest_dir)
     if not root.is_dir():
         raise SourceError(f"{root}: CAD folder not found")
@@ -50,7 +61,7 @@ def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectS
                           f"angular_deg in (0, 60]; got {tolerance}, {angular}")
     wanted = set(source.get("categories", []))
     extras = encode_extras({"tessellation": {"tolerance": tolerance, "angular_deg": angular}})
-    specs = walk_categories(root, CAD_SUFFIXES, wanted, extras)
+    specs = suffix_colliding_ids(walk_categories(root, CAD_SUFFIXES, wanted, extras))
     if not specs:
         raise SourceError(f"{root}: no CAD files ({', '.join(CAD_SUFFIXES)}) in its category subfolders")
     return specs
