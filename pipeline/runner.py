@@ -148,7 +148,7 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
     base = {"run_id": run_id, "dataset": manifest.name, "params_digest": config.digest(),
             "code_version": CODE_VERSION}
     records: list[dict] = []
-    for spec, reason in getattr(manifest, 'refused', list)():  # TODO-INTEGRATE
+    for spec, reason in manifest.refused():
         outcome = Outcome(ObjectJob(spec.object_id, spec.category, "", spec.source), "failed", reason)
         summary.failed.append(outcome)
         records.append(_record(base, outcome))

@@ -162,3 +162,26 @@ def test_cli_local_cluster_run_prints_no_traceback_and_no_dask_chatter(tmp_path,
     assert "Traceback" not in log and "CommClosedError" not in log
     assert "distributed." not in log, [x for x in log.splitlines() if "distributed." in x][:3]
     assert "4 done, 0 skipped, 0 failed" in log
+
+
+def test_colliding_ids_fail_only_the_objects_involved(tmp_path, robosuite_meshes):
+    """Two sources that both give `arm_link-link`: those two objects fail with the reason, the others are written."""
+    import shutil
+
+    from pipeline.manifest import Manifest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, mesh in ((a, robosuite_meshes["arm_link"][0]), (b, robosuite_meshes["arm_link"][1])):
+        (root / "arm_link").mkdir(parents=True)
+        shutil.copy(mesh, root / "arm_link" / "link.stl")
+    (b / "gripper_part").mkdir()
+    shutil.copy(robosuite_meshes["gripper_part"][0], b / "gripper_part" / "knuckle.stl")
+    m = Manifest(name="collide", sources=[{"type": "folder", "root": str(a)}, {"type": "folder", "root": str(b)}],
+                 params=dict(SMALL), split={"method": "hash", "val": 0.0, "test": 0.0}, base_dir=tmp_path)
+    summary = run_preprocess(m, tmp_path / "store", scheduler="serial")
+    assert summary.done == 1 and len(summary.failed) == 2
+    assert all("arm_link-link" in o.error and "comes from both" in o.error for o in summary.failed)
+    assert schema.open_store(tmp_path / "store").object_ids == ["gripper_part-knuckle"]
+    lines = [json.loads(x) for x in (tmp_path / "store" / schema.RUNS_FILE).read_text().splitlines()]
+    assert sorted((x["object_id"], x["status"]) for x in lines) == [
+        ("arm_link-link", "failed"), ("arm_link-link", "failed"), ("gripper_part-knuckle", "ok")]
