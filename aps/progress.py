@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import math
 import sys
-from typing import Any
+from typing import Any, TextIO
+
+LOG_STEPS = 10  # in a log, a bar of known total prints a line at every 10% of it (and its final state)
+LOG_INTERVAL = 30.0  # seconds between the lines of a bar of unknown total in a log
 
 
-def bar_options() -> dict[str, Any]:
-    """tqdm keyword arguments: live updates on a terminal; in a log (CI, nohup, a pipe) one line every 30 s
-    instead of a carriage-return update per step, which a log shows as one endless line."""
+class LogLines:
+    """A stream for tqdm in a log: each refresh becomes one line of its own (tqdm's carriage-return updates
+    would pile up on one endless line), the blank clearing writes are dropped."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    @property
+    def encoding(self) -> str | None:  # tqdm picks unicode or ascii bar characters from it
+        return getattr(self.stream, "encoding", None)
+
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def bar_options(total: int | None = None, leave: bool = True) -> dict[str, Any]:
+    """tqdm keyword arguments (pass `leave` here, not to tqdm): live updates on a terminal; in a log (CI,
+    nohup, a pipe: stderr is not a TTY) one line per LOG_STEPS-th of `total` (the bar's length, when known)
+    or every LOG_INTERVAL s when not, and always the final state (so `leave` is ignored there)."""
     if sys.stderr.isatty():
-        return {"dynamic_ncols": True}
-    return {"mininterval": 30.0, "ncols": 100}
+        return {"dynamic_ncols": True, "leave": leave}
+    options: dict[str, Any] = {"file": LogLines(sys.stderr), "ncols": 100, "leave": True}
+    if total:
+        # maxinterval = inf: tqdm's monitor thread would otherwise drop miniters to 1 after 10 s without a
+        # line, and from then on print every step
+        options.update(mininterval=0.0, miniters=max(1, math.ceil(total / LOG_STEPS)), maxinterval=math.inf)
+    else:
+        options.update(mininterval=LOG_INTERVAL)
+    return options

@@ -280,7 +280,7 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
         loss_sum, n_steps, n_samples = 0.0, 0, 0
         counts = torch.zeros(3, dtype=torch.float64, device=device)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress or rank != 0,
-                   leave=False, **bar_options())
+                   **bar_options(total=len(sampler), leave=False))
         for step, batch in enumerate(bar):
             b = _to_device(batch, device, cfg.data.image_size)
             target = label_v(b["udf"], b["inside"], s_schedule.s, lc.d_star)  # on the device, at batch time

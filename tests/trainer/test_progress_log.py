@@ -1,0 +1,37 @@
+"""Progress bars in a log (stderr not a terminal, as in CI): each bar must visibly move, a line at a time."""
+
+from __future__ import annotations
+
+import re
+
+from tqdm import tqdm
+
+from aps.progress import bar_options
+from trainer.config import override, preset
+from trainer.loop import run_training
+
+
+def _counts(log: str, total: int) -> list[int]:
+    """The n of every `n/total` the log shows, in order."""
+    return [int(n) for n in re.findall(rf"\b(\d+)/{total}\b", log)]
+
+
+def test_a_bar_in_a_log_prints_a_line_every_tenth_and_its_end(capsys):
+    for _ in tqdm(range(65), desc="epoch 1/1", **bar_options(total=65, leave=False)):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    counts = _counts("\n".join(lines), 65)
+    assert counts[0] == 0 and counts[-1] == 65, lines
+    assert any(0 < n < 65 for n in counts), f"the bar never moved before its end: {lines}"
+    assert counts == sorted(counts) and len(lines) <= 13, lines  # 0, every 10%, the end
+    assert all("\r" not in line and line.startswith("epoch 1/1:") for line in lines), lines
+
+
+def test_training_progress_moves_in_a_log(analytic_store, tmp_path, capsys):
+    """2 training objects x 10 repeats in batches of 2: 10 steps in the epoch."""
+    cfg = override(preset("cpu-test"), ["optim.epochs=1", "data.repeats=10", "data.batch_size=2"])
+    run_training(cfg, analytic_store, tmp_path / "run", progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch 1/1:")]
+    counts = _counts("\n".join(lines), 10)
+    assert any(0 < n < 10 for n in counts), f"the epoch's bar never moved: {lines}"
+    assert counts[-1] == 10, f"the epoch's bar does not show its end: {lines}"
