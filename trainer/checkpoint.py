@@ -1,15 +1,21 @@
-"""Checkpoints: written atomically, read with torch.load(weights_only=True), refused when from another config.
+"""Checkpoints: written atomically, read with torch.load(weights_only=True), refused when from another config
+or another store.
 
 A checkpoint holds only tensors and plain Python values (the config as a dict, the s-schedule state, RNG
 states as tensors/lists), so it loads under weights_only=True without allow-listing anything.
+`load_checkpoint` is the one place that reads a checkpoint file (training's resume, the predictor, and
+through it `aps eval` and `aps reconstruct`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
+import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +49,52 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The payload of a checkpoint file (weights_only=True), with a clear error naming the file."""
+    """The payload of a checkpoint file (weights_only=True), with a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle makes torch warn about its protocol first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign files all end here
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
-    if not isinstance(payload, dict) or payload.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: not a checkpoint of this trainer (version "
-                              f"{payload.get('checkpoint_version') if isinstance(payload, dict) else '?'})")
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit ({_unreadable(path, exc)})") from exc
+    if not isinstance(payload, dict) or "checkpoint_version" not in payload:
+        if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            what = f"a bare state dict of {len(payload)} tensors, without the config"
+        elif isinstance(payload, dict):
+            what = f"a dict of {', '.join(map(str, list(payload)[:3]))}{', ...' if len(payload) > 3 else ''}"
+        else:
+            what = f"a {type(payload).__name__}"
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (a torch file holding {what} and "
+                              "without checkpoint_version)")
+    if payload["checkpoint_version"] != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload['checkpoint_version']!r}; this code reads "
+                              f"version {CHECKPOINT_VERSION}")
+    missing = [k for k in ("config", "model") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (no {' or '.join(missing)} entry)")
     return payload
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load refused a file, in a few words. Never torch's own text: it advises loading with
+    weights_only=False, which runs whatever code the file holds and which no checkpoint of this toolkit needs."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        return f"{size} bytes that are not the zip archive torch.save writes"
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        return ("it holds Python objects, not only tensors and plain values"
+                + (f": {found.group(1)}" if found else ""))
+    if isinstance(exc, EOFError) or "central directory" in text:
+        return "a truncated or damaged zip archive"
+    return f"a zip archive torch cannot read as a checkpoint ({type(exc).__name__})"
 
 
 def check_same_config(path: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
@@ -64,6 +103,70 @@ def check_same_config(path: str | Path, saved: dict[str, Any], current: dict[str
     if diff:
         raise CheckpointError(f"{path}: checkpoint was trained with another config ({'; '.join(diff[:4])}"
                               f"{'; ...' if len(diff) > 4 else ''}); use a new --out folder or the same options")
+
+
+def load_model_state(model: torch.nn.Module, path: str | Path, payload: dict[str, Any],
+                     built_from: dict[str, Any]) -> None:
+    """model.load_state_dict(payload["model"]), or a one-line CheckpointError naming the file and why the
+    weights do not fit: the model fields where the checkpoint's stored config and the config the model was
+    built from (`built_from`, to_dict form) differ, then the first missing, unexpected and other-shape keys."""
+    state, own = payload["model"], model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here" for k in own
+                if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or reshaped):
+        try:
+            model.load_state_dict(state)
+            return
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()
+            raise CheckpointError(f"{path}: its weights do not fit the {type(model).__name__} this code builds "
+                                  f"({' '.join(reason[:2])})") from exc
+    parts = _model_field_differences(payload.get("config", {}), built_from)
+    for name, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)):
+        if keys:
+            parts.append(f"{len(keys)} {name} key{'s' if len(keys) > 1 else ''}: {', '.join(keys[:2])}"
+                         f"{', ...' if len(keys) > 2 else ''}")
+    raise CheckpointError(f"{path}: its weights do not fit the {type(model).__name__} this code builds from its "
+                          f"config ({'; '.join(parts)})")
+
+
+def _model_field_differences(saved: dict[str, Any], built: dict[str, Any]) -> list[str]:
+    """`model.x: checkpoint A, built B` for every model field that differs (architecture lives in model.*)."""
+    a, b = saved.get("model", {}), built.get("model", {})
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key not in a:
+            out.append(f"model.{key} not in the checkpoint's config, built with {b[key]!r}")
+        elif key not in b:
+            out.append(f"model.{key} = {a[key]!r} in the checkpoint, unknown to this code")
+        elif a[key] != b[key]:
+            out.append(f"model.{key}: checkpoint {a[key]!r}, built {b[key]!r}")
+    return out
+
+
+def check_same_data(path: str | Path, payload: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse to resume on other data than the run was trained on (trainer.data.store_identity): the same
+    dataset and objects at another path (a moved or copied store) is accepted; checkpoints written before
+    identities were recorded are compared by the store's resolved path only."""
+    saved = payload.get("data_identity")
+    if saved is None:
+        if payload.get("data") and payload["data"] != identity["path"]:
+            raise CheckpointError(f"{path}: the run was trained on the store {payload['data']}, not --data "
+                                  f"{identity['path']} (this checkpoint records only the store's path); resume "
+                                  "with that store or start a new --out")
+        return
+    if saved["digest"] != identity["digest"]:
+        what = "has changed since" if saved["path"] == identity["path"] else "is not"
+        raise CheckpointError(
+            f"{path}: --data {identity['path']} (dataset {identity['dataset']!r}, {identity['n_train']} training "
+            f"/ {identity['n_val']} validation objects, digest {identity['digest']}) {what} the store the run "
+            f"was trained on, {saved['path']} (dataset {saved['dataset']!r}, {saved['n_train']} / "
+            f"{saved['n_val']}, digest {saved['digest']}); resume with that store or start a new --out")
+    if saved["path"] != identity["path"]:
+        log.info("%s: the training store moved from %s to %s (same dataset and objects); resuming on it",
+                 path, saved["path"], identity["path"])
 
 
 def rng_state() -> dict[str, Any]:

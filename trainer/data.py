@@ -297,3 +297,25 @@ def select_objects(store: Store, split: str, objects: Sequence[str] = ()) -> lis
         wanted = set(objects)
         ids = [o for o in store.object_ids if o in wanted]
     return ids
+
+
+def store_identity(store: Store, train_ids: Sequence[str], val_ids: Sequence[str]) -> dict:
+    """What a run trains on, so that a resume can tell the same data from other data wherever the store lies.
+
+    path: the store's resolved path (informative only); dataset: its dataset name; n_train, n_val: objects
+    used; digest: 16 hex digits of SHA-256 over the dataset name, the preprocess params and the (object id,
+    content hash) of every training and validation object (the content hash names the source file's bytes,
+    the params and the preprocess code version). A copied or moved store keeps its digest; a store preprocessed
+    from other meshes, with other params or other objects does not.
+    """
+    import hashlib
+    import json
+
+    def pairs(ids: Sequence[str]) -> list[list[str]]:
+        return [[oid, store.info(oid).get("content_hash", "")] for oid in ids]
+
+    dataset = str(store.attrs.get("dataset", ""))
+    blob = json.dumps({"dataset": dataset, "params": store.params, "train": pairs(train_ids),
+                       "val": pairs(val_ids)}, sort_keys=True, default=str)
+    return {"path": str(Path(store.path).resolve()), "dataset": dataset, "n_train": len(train_ids),
+            "n_val": len(val_ids), "digest": hashlib.sha256(blob.encode()).hexdigest()[:16]}

@@ -26,7 +26,9 @@ from trainer.checkpoint import (
     LAST,
     CheckpointError,
     check_same_config,
+    check_same_data,
     load_checkpoint,
+    load_model_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -41,6 +43,7 @@ from trainer.data import (
     positive_ratio,
     prepare_view,
     select_objects,
+    store_identity,
 )
 from trainer.labels import SSchedule, label_v
 from trainer.models import build_model
@@ -57,7 +60,10 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class RunSummary:
-    """What a finished run reports; `model` is the trained network of this process (not a copy on disk)."""
+    """What a finished run reports; `model` is the trained network of this process (not a copy on disk).
+
+    epochs: epochs the run holds now; trained: epochs this call trained (0: a resume that found the run
+    already at or past optim.epochs)."""
 
     epochs: int
     best_val_f1: float
@@ -65,8 +71,13 @@ class RunSummary:
     seconds: float
     out: Path
     model: torch.nn.Module | None = None
+    trained: int | None = None
 
     def line(self) -> str:
+        if self.trained == 0:
+            return (f"nothing was trained: the run in {self.out} already has {self.epochs} epoch"
+                    f"{'s' if self.epochs != 1 else ''} (best val F1 {self.best_val_f1:.4f}); pass --epochs above "
+                    f"{self.epochs} to train more")
         s = "binary" if self.final_s is None else f"{self.final_s:.4f}"
         return (f"trained {self.epochs} epochs in {self.seconds:.0f} s: best val F1 {self.best_val_f1:.4f}, "
                 f"final s {s}; checkpoints in {self.out}")
@@ -186,7 +197,9 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     """Train on the store at `data`, writing the run folder `out` (see docs/TRAINING.md); returns the summary.
 
     resume=True continues from out/last.ckpt (model, optimiser, s state, epoch, RNG); the config must match
-    the checkpoint's except for the fields in config.RESUMABLE_FIELDS (e.g. more epochs).
+    the checkpoint's except for the fields in config.RESUMABLE_FIELDS (e.g. more epochs), and `data` must hold
+    the same dataset and objects (trainer.data.store_identity; the store may have moved). A run that already
+    has optim.epochs epochs trains nothing and writes nothing (summary.trained == 0).
     """
     from tqdm import tqdm
 
@@ -220,6 +233,12 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     if not resume and last.is_file():
         raise CheckpointError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose "
                               "another --out")
+    identity = store_identity(store, train_ids, val_ids)
+    payload = None
+    if resume:  # refuse another config or other data before building anything
+        payload = load_checkpoint(last, map_location=device)
+        check_same_config(last, payload["config"], to_dict(cfg))
+        check_same_data(last, payload, identity)
 
     model = build_model(cfg.model, load_pretrained=not resume).to(device)
     optimizer = torch.optim.Adam([
@@ -236,16 +255,17 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     lc = cfg.labels
     s_schedule = SSchedule(lc.mode, ratio, lc.lambda_, lc.s_min, lc.s_max, lc.s_fixed, lc.update_every)
     start_epoch, best_val_f1, history = 0, -1.0, []
-    if resume:
-        payload = load_checkpoint(last, map_location=device)
-        check_same_config(last, payload["config"], to_dict(cfg))
-        model.load_state_dict(payload["model"])
+    if payload is not None:
+        load_model_state(model, last, payload, to_dict(cfg))
         optimizer.load_state_dict(payload["optimizer"])
         scaler.load_state_dict(payload["scaler"])
         s_schedule.load_state_dict(payload["s_schedule"])
         start_epoch, best_val_f1 = int(payload["epoch"]) + 1, float(payload["best_val_f1"])
         history = list(payload["history"])
         set_rng_state(payload["rng"])
+        if start_epoch >= cfg.optim.epochs:
+            return RunSummary(epochs=start_epoch, best_val_f1=best_val_f1, final_s=s_schedule.s,
+                              seconds=time.monotonic() - started, out=out, model=model, trained=0)
         log.info("resuming %s at epoch %d (s = %s)", out, start_epoch + 1, s_schedule.s)
 
     writer = None
@@ -327,7 +347,7 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
             payload = {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scaler": scaler.state_dict(), "s_schedule": s_schedule.state_dict(), "epoch": epoch,
                        "best_val_f1": best_val_f1, "history": history, "rng": rng_state(),
-                       "positive_ratio": ratio, "data": str(Path(data).resolve())}
+                       "positive_ratio": ratio, "data": identity["path"], "data_identity": identity}
             save_checkpoint(last, payload)
             if improved:
                 save_checkpoint(out / BEST, payload)
@@ -345,4 +365,4 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     if writer is not None:
         writer.close()
     return RunSummary(epochs=epoch + 1, best_val_f1=best_val_f1, final_s=s_schedule.s,
-                      seconds=time.monotonic() - started, out=out, model=model)
+                      seconds=time.monotonic() - started, out=out, model=model, trained=epoch + 1 - start_epoch)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.checkpoint import BEST, LAST, CheckpointError, load_checkpoint
-from trainer.config import TrainConfig, from_dict
+from trainer.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, load_model_state
+from trainer.config import TrainConfig, from_dict, to_dict
 from trainer.data import prepare_view
 from trainer.models import OccupancyNetwork, build_model
 
@@ -94,7 +94,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{ckpt}: its config does not fit this code ({exc})") from exc
     model = build_model(config.model, load_pretrained=False)
-    model.load_state_dict(payload["model"])
+    load_model_state(model, ckpt, payload, to_dict(config))
     log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, int(payload["epoch"]) + 1,
              float(payload["best_val_f1"]))
     return Predictor(model.to(dev), config, dev, ckpt, data=str(payload.get("data", "")))

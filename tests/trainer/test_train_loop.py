@@ -69,7 +69,7 @@ def test_refusals(analytic_store, tmp_path):
     with pytest.raises(CheckpointError, match="nothing to resume"):
         run_training(_cfg(), analytic_store, tmp_path / "empty", resume=True, progress=False)
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.ckpt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.ckpt: not a checkpoint of this toolkit"):
         load_checkpoint(tmp_path / "bad.ckpt")
 
 
