@@ -58,6 +58,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign files all end here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if isinstance(exc, RuntimeError) and "device" in first and "weights_only" not in first:
+            raise CheckpointError(f"{path}: cannot be loaded onto {map_location} ({first.split('. ')[0]})") from exc
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit ({_unreadable(path, exc)})") from exc
     if not isinstance(payload, dict) or "checkpoint_version" not in payload:
         if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):

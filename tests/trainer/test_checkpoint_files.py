@@ -108,3 +108,11 @@ def test_weights_of_another_extractor_name_the_first_keys(run, tmp_path):
     # the decoder's first layer takes z (512 pooled channels + 32 of the point embedding) instead of 4 x 16 + 32
     assert "1 other shape key: decoder.hidden.0.weight (32, 544) in the file, (32, 96) here" in message, message
     assert "unexpected" not in message and "\n" not in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_real_checkpoint_on_a_missing_device_is_not_called_foreign(run):
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(run / "last.ckpt", map_location="cuda")
+    assert str(info.value) == (f"{run / 'last.ckpt'}: cannot be loaded onto cuda (Attempting to deserialize object "
+                               "on a CUDA device but torch.cuda.is_available() is False)")
