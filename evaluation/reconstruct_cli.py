@@ -50,8 +50,9 @@ def reconstruct(
     views were framed, predicts the occupancy through a canonical camera and meshes it at 0.5 (coarse to
     fine). The mesh's frame is the photo's: x right, y up, z towards the viewer, centred on the object.
     Writes OUT/<stem>.ply (or --format), OUT/<stem>.json (what was used) and OUT/<stem>.preview.png
-    (photo | mask | network input | mesh). A file that fails does not stop the others; the command exits
-    with status 1 at the end, naming them.
+    (photo | mask | network input | mesh). Images above 50 megapixels are refused from their header (JPEGs
+    are decoded at 1/2, 1/4 or 1/8 scale to fit). A file that fails does not stop the others; the command
+    exits with status 1 at the end, naming them.
     """
     import json
     import sys
@@ -64,8 +65,8 @@ def reconstruct(
         RECONSTRUCT_VERSION,
         Framing,
         framing_from_store,
-        load_image,
         metadata,
+        read_photo,
         reconstruct_image,
         scale_to_size,
     )
@@ -90,12 +91,13 @@ def reconstruct(
 
     failures: list[tuple[str, str]] = []
     seen: dict[str, Path] = {}
-    for path in tqdm(files, desc="reconstruct", unit="image", disable=len(files) < 2, **bar_options()):
+    for path in tqdm(files, desc="reconstruct", unit="image", disable=len(files) < 2,
+                     **bar_options(total=len(files))):
         try:
             if path.stem in seen:
                 raise ValueError(f"{path}: same name as {seen[path.stem].name}; its outputs would overwrite them")
             seen[path.stem] = path
-            image = load_image(path)
+            image, reduced = read_photo(path)
             result = reconstruct_image(predictor, image, framing, resolution, coarse or None, name=str(path))
             vertices = result.vertices if size is None else scale_to_size(result.vertices, size)
             for fmt in formats:
@@ -103,6 +105,7 @@ def reconstruct(
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
             info = {"image": str(path), "checkpoint": str(predictor.path), "resolution": resolution,
+                    "decoded_scale": 1 / reduced,  # < 1: a JPEG above MAX_PIXELS; pixel figures are of it
                     "coarse": coarse or None, "seconds": round(result.seconds, 3), "size": size,
                     "units": "normalised" if size is None else "as --size",
                     "formats": list(formats), "version": RECONSTRUCT_VERSION, **metadata(result, framing)}
