@@ -7,6 +7,8 @@ import sys
 from typing import Any, TextIO
 
 LOG_STEPS = 10  # in a log, a bar of known total prints a line at every 10% of it (and its final state)
+LOG_STEPS_LONG = 100  # ... and at every 1% of a long one (a ShapeNet preprocess: 44k objects, hours)
+LONG = 1000
 LOG_INTERVAL = 30.0  # seconds between the lines of a bar of unknown total in a log
 
 
@@ -33,7 +35,7 @@ class LogLines:
 
 def bar_options(total: int | None = None, leave: bool = True) -> dict[str, Any]:
     """tqdm keyword arguments (pass `leave` here, not to tqdm): live updates on a terminal; in a log (CI,
-    nohup, a pipe: stderr is not a TTY) one line per LOG_STEPS-th of `total` (the bar's length, when known)
+    nohup, a pipe: stderr is not a TTY) one line per LOG_STEPS-th of `total` (LOG_STEPS_LONG-th past LONG)
     or every LOG_INTERVAL s when not, and always the final state (so `leave` is ignored there)."""
     if sys.stderr.isatty():
         return {"dynamic_ncols": True, "leave": leave}
@@ -41,7 +43,8 @@ def bar_options(total: int | None = None, leave: bool = True) -> dict[str, Any]:
     if total:
         # maxinterval = inf: tqdm's monitor thread would otherwise drop miniters to 1 after 10 s without a
         # line, and from then on print every step
-        options.update(mininterval=0.0, miniters=max(1, math.ceil(total / LOG_STEPS)), maxinterval=math.inf)
+        steps = LOG_STEPS_LONG if total > LONG else LOG_STEPS
+        options.update(mininterval=0.0, miniters=max(1, math.ceil(total / steps)), maxinterval=math.inf)
     else:
         options.update(mininterval=LOG_INTERVAL)
     return options

@@ -220,7 +220,7 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
     rows: list[dict[str, object]] = []
     pictures: dict[str, str] = {}
     for object_id in tqdm(object_ids, desc=f"eval {config.split}", unit="object", disable=not progress,
-                              **bar_options()):
+                          **bar_options(total=len(object_ids))):
         try:
             row, picture = evaluate_object(store, object_id, make_field, out_dir, config)
             pictures[object_id] = picture

@@ -46,7 +46,7 @@ def preprocess(
     store = out or Path("data") / m.name
     typer.echo(f"preprocess: dataset {m.name!r} -> {store}")
     objects = m.objects()
-    with tqdm(total=len(objects), desc="objects", unit="obj", **bar_options()) as bar:
+    with tqdm(total=len(objects), desc="objects", unit="obj", **bar_options(total=len(objects))) as bar:
         summary = run_preprocess(m, store, config, scheduler=scheduler, workers=workers, progress=bar.update)
         bar.update(bar.total - bar.n)
     typer.echo(summary.line())

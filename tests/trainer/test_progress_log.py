@@ -35,3 +35,11 @@ def test_training_progress_moves_in_a_log(analytic_store, tmp_path, capsys):
     counts = _counts("\n".join(lines), 10)
     assert any(0 < n < 10 for n in counts), f"the epoch's bar never moved: {lines}"
     assert counts[-1] == 10, f"the epoch's bar does not show its end: {lines}"
+
+
+def test_a_long_bar_in_a_log_prints_every_hundredth(capsys):
+    """A ShapeNet-sized preprocess (44k objects, hours): a line every 1%, not one every 10% (~25 min apart)."""
+    for _ in tqdm(range(5000), desc="objects", **bar_options(total=5000)):
+        pass
+    counts = _counts(capsys.readouterr().err, 5000)
+    assert counts[0] == 0 and counts[-1] == 5000 and 90 <= len(counts) <= 103 and 50 in counts, counts[:5]
