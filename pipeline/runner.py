@@ -46,7 +46,8 @@ class RunSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        repaired = f" ({len(self.repaired)} of them damaged in the store and redone)" if self.repaired else ""
+        repaired = (f" ({len(self.repaired)} of them redone: damaged or unverifiable in the store)"
+                    if self.repaired else "")
         return (f"preprocess {self.run_id}: {self.done} done{repaired}, {self.skipped} skipped, "
                 f"{len(self.failed)} failed in {self.seconds:.1f} s ({self.objects_per_second:.2f} objects/s) "
                 f"-> {self.store}")
