@@ -8,6 +8,8 @@ import sys
 
 import typer
 
+from common.errors import first_line
+
 app = typer.Typer(
     name="aps",
     help="Single-view 3D reconstruction of industrial products with adaptive points sampling.\n\n"
@@ -21,16 +23,13 @@ app = typer.Typer(
 
 def _register() -> None:
     from evaluation.cli import evaluate
+    from evaluation.reconstruct_cli import reconstruct
     from pipeline.cli import preprocess
     from trainer.cli import train
 
     app.command("preprocess", no_args_is_help=True)(preprocess)
     app.command("train", no_args_is_help=True)(train)
     app.command("eval", no_args_is_help=True)(evaluate)
-    try:
-        from evaluation.reconstruct_cli import reconstruct
-    except ImportError:
-        return
     app.command("reconstruct", no_args_is_help=True)(reconstruct)
 
 
@@ -50,7 +49,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into a message
         if os.environ.get("APS_DEBUG"):
             raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         print(f"aps: error: {reason}", file=sys.stderr)
         sys.exit(1)
 

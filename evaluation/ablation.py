@@ -36,9 +36,9 @@ from pathlib import Path
 
 import typer
 
+from common.atomic import atomic_write, atomic_write_text
 from evaluation.metrics import METRIC_NAMES
 from evaluation.report import compare_table, label, load_runs, markdown, read_metrics_csv, write_table
-from pipeline.schema import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -487,12 +487,7 @@ def plot_curves(layout: Layout, names: Sequence[str], seeds: Sequence[int], path
 
 
 def _save_figure(fig, path: Path) -> None:
-    import uuid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, fig.savefig)
 
 
 def sweep_picture(plan: Plan, data: Path, layout: Layout, path: Path) -> list[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import first_line
 from evaluation.extract_mesh import BOX_HALF, THRESHOLD, Extraction, extract_mesh
 from pipeline.stages.render_views import intrinsics
 
@@ -190,7 +191,7 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
         if isinstance(exc, ImageTooLarge):
             raise
         raise ValueError(f"{path}: not an image ({type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'})") from None
+                         f"{first_line(exc, 'unreadable')})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit
     if image.shape[0] < 8 or image.shape[1] < 8:

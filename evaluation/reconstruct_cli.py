@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from common.errors import first_line
+
 PREVIEW_SUFFIX = ".preview.png"
 
 
@@ -60,7 +62,8 @@ def reconstruct(
     import torch
     from tqdm import tqdm
 
-    from aps.progress import bar_options
+    from common.atomic import atomic_write_text
+    from common.progress import bar_options
     from evaluation.reconstruct import (
         RECONSTRUCT_VERSION,
         Framing,
@@ -73,7 +76,7 @@ def reconstruct(
     from evaluation.reconstruct import preview as draw_preview
     from evaluation.render import save_png
     from evaluation.runner import MESH_FORMATS, write_mesh
-    from pipeline.schema import atomic_write_text, open_store
+    from pipeline.schema import open_store
     from trainer.predictor import load_predictor
 
     unknown = [f for f in formats if f not in MESH_FORMATS]
@@ -114,7 +117,7 @@ def reconstruct(
             tqdm.write(f"{path.name}: {result.seconds:.1f} s, {len(result.faces)} faces -> "
                        f"{out / f'{path.stem}.{formats[0]}'}{status}")
         except Exception as exc:  # noqa: BLE001 - one photo's failure is reported and the others go on
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             reason = reason if str(path) in reason else f"{path}: {reason}"
             failures.append((path.name, reason))
             tqdm.write(f"error: {reason}", file=sys.stderr)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write
 from pipeline.stages.render_views import MeshRenderer, project
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,4 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write a PNG under a temporary name and rename it."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.png")
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp))

@@ -9,8 +9,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from evaluation.metrics import FSCORE_TAU, HIGHER_IS_BETTER, METRIC_NAMES
-from pipeline.schema import atomic_write_text
 
 FIRST_COLUMNS = ("object_id", "category", *METRIC_NAMES)  # SPEC.md: the columns outside tools rely on
 EXTRA_COLUMNS = ("silhouette_iou", "precision", "recall", "n_edge_pred", "n_edge_ref", "n_vertices",

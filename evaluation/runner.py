@@ -10,13 +10,14 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write_bytes, atomic_write_text
+from common.errors import first_line
 from evaluation import metrics
 from evaluation.extract_mesh import DEFAULT_BATCH, THRESHOLD, Extraction, Field, _CountingField, extract_mesh
 from evaluation.render import (
@@ -31,7 +32,7 @@ from evaluation.render import (
     silhouettes,
 )
 from evaluation.report import category_table, write_metrics_csv, write_report, write_table
-from pipeline.schema import REFERENCE_ARRAYS, Store, atomic_write_text
+from pipeline.schema import REFERENCE_ARRAYS, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +99,12 @@ class InputView:
     Rt: np.ndarray
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_mesh(vertices: np.ndarray, faces: np.ndarray, path: Path) -> None:
     """Write a mesh in the format named by the path's suffix (ply, obj, glb, stl), atomically."""
     import trimesh
 
     data = trimesh.Trimesh(vertices, faces, process=False).export(file_type=path.suffix[1:])
-    _atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
+    atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
 def _silhouette_views(n_views: int, wanted: int) -> np.ndarray:
@@ -207,7 +201,7 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
     """
     from tqdm import tqdm
 
-    from aps.progress import bar_options
+    from common.progress import bar_options
 
     out_dir = Path(out_dir)
     object_ids = store.split(config.split)
@@ -226,7 +220,7 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
             pictures[object_id] = picture
         except Exception as exc:  # noqa: BLE001 - one object's failure is scored and reported, not fatal
             log.exception("object %s failed", object_id)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             row = {"object_id": object_id, "category": store.info(object_id)["category"], **_worst_row(),
                    "status": f"error: {reason}"}
         rows.append(row)

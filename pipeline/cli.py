@@ -31,7 +31,7 @@ def preprocess(
 
     from tqdm import tqdm
 
-    from aps.progress import bar_options
+    from common.progress import bar_options
     from pipeline.runner import run_preprocess
     from pipeline.stages.validate import validate_store
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import first_line
 from pipeline import schema
 from pipeline.config import PreprocessConfig
 from pipeline.sources import load_dataset_views, load_source_mesh
@@ -120,7 +121,7 @@ def process_object_safe(job: ObjectJob, config: PreprocessConfig) -> schema.Obje
     try:
         return process_object(job, config)
     except Exception as exc:  # noqa: BLE001 - a batch records the failure and carries on
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         if job.source not in msg:
             msg = f"{job.source}: {msg}"
         return ObjectFailure(job, f"{type(exc).__name__}: {msg}", time.perf_counter() - start)

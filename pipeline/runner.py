@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from pipeline import schema
 from pipeline.config import CODE_VERSION, PreprocessConfig
 from pipeline.executors import Outcome, run_dask, run_serial
@@ -217,7 +218,7 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
     summary.seconds = time.perf_counter() - start
     run_file = store / "runs" / f"{run_id}.json"
     run_file.parent.mkdir(exist_ok=True)
-    schema.atomic_write_text(run_file, json.dumps({
+    atomic_write_text(run_file, json.dumps({
         **base, "manifest": str(manifest.path or ""), "params": config.to_dict(), "scheduler": scheduler,
         "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
         "repaired": sorted(summary.repaired), "seconds": summary.seconds, "step_seconds": summary.step_seconds},

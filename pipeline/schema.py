@@ -70,6 +70,8 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_write_text
+
 LAYOUT_VERSION = 1
 N_SURFACE = 9872  # paper §5.1: jittered surface points per object
 N_UNIFORM = 128  # paper §5.1: uniform points per object
@@ -145,17 +147,6 @@ def dequantize_udf(codes: np.ndarray) -> np.ndarray:
 
 
 _DECODERS = {"points": dequantize_points, "udf": dequantize_udf}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file under a temporary name and rename it, so readers never see half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes reach the disk before the name does
-    os.replace(tmp, path)
 
 
 def file_checksum(path: Path) -> tuple[int, int]:

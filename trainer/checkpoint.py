@@ -10,11 +10,9 @@ through it `aps eval` and `aps reconstruct`).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 import re
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.atomic import atomic_write
+from common.errors import first_line
 from trainer.config import differences
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,8 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary name in the same folder, then os.replace: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """torch.save under a temporary name in the same folder, then renamed: a kill never leaves half a file."""
+    atomic_write(path, lambda tmp: torch.save({"checkpoint_version": CHECKPOINT_VERSION, **payload}, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -58,7 +50,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign files all end here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc, "")
         if isinstance(exc, RuntimeError) and "device" in first and "weights_only" not in first:
             raise CheckpointError(f"{path}: cannot be loaded onto {map_location} ({first.split('. ')[0]})") from exc
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit ({_unreadable(path, exc)})") from exc

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.schema import atomic_write_text, open_store
+from common.atomic import atomic_write, atomic_write_text
+from pipeline.schema import open_store
 from trainer.checkpoint import (
     BEST,
     LAST,
@@ -186,10 +187,8 @@ def _plot(out: Path, history: list[dict]) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out / f".curves.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=90)
+    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
-    os.replace(tmp, out / "curves.png")
 
 
 def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bool = False,
@@ -203,7 +202,7 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     """
     from tqdm import tqdm
 
-    from aps.progress import bar_options
+    from common.progress import bar_options
 
     validate(cfg)
     started = time.monotonic()

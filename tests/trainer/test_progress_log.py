@@ -6,7 +6,7 @@ import re
 
 from tqdm import tqdm
 
-from aps.progress import bar_options
+from common.progress import bar_options
 from trainer.config import override, preset
 from trainer.loop import run_training
 

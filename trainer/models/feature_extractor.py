@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import first_line
+
 log = logging.getLogger(__name__)
 
 RESNET18_CHANNELS = (64, 128, 256, 512)  # layer1..layer4 outputs, strides 4, 8, 16, 32
@@ -30,7 +32,7 @@ def resnet18_backbone(pretrained: bool) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - any download/cache failure gets the same advice
         raise RuntimeError(
             "--pretrained: could not load torchvision's ImageNet ResNet-18 weights "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+            f"({type(exc).__name__}: {first_line(exc, '')}); "
             "this machine needs internet access or the file in the torch hub cache "
             "(~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth); or train from scratch without --pretrained"
         ) from exc
