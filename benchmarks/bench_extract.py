@@ -19,7 +19,7 @@ import torch
 
 from evaluation import metrics
 from evaluation.extract_mesh import THRESHOLD, extract_coarse_to_fine, extract_dense, grid_spacing
-from evaluation.render import silhouettes
+from pipeline.cameras import silhouettes
 from pipeline.schema import open_store
 from pipeline.stages.distances import winding_number
 from pipeline.stages.load import load_mesh

@@ -499,7 +499,8 @@ def sweep_picture(plan: Plan, data: Path, layout: Layout, path: Path) -> list[st
     import numpy as np
     import trimesh
 
-    from evaluation.render import PRED_COLOR, compose_strip, load_source_mesh, render_mesh, render_points, save_png
+    from evaluation.render import PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
+    from pipeline.cameras import render_mesh
     from pipeline.schema import open_store
 
     seed = plan.seeds[0]

@@ -31,7 +31,7 @@ import numpy as np
 
 from common.errors import first_line
 from evaluation.extract_mesh import BOX_HALF, THRESHOLD, Extraction, extract_mesh
-from pipeline.stages.render_views import intrinsics
+from pipeline.cameras import intrinsics
 
 log = logging.getLogger(__name__)
 
@@ -476,7 +476,8 @@ def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg
     mesh from the photo's viewpoint (the canonical camera) | mesh turned by turn_deg about the vertical."""
     from PIL import Image, ImageDraw
 
-    from evaluation.render import PRED_COLOR, compose_strip, render_mesh, rgba_on_white, scale_intrinsics
+    from evaluation.render import PRED_COLOR, compose_strip, rgba_on_white
+    from pipeline.cameras import render_mesh, scale_intrinsics
 
     photo = rgba_on_white(image)
     photo_tile, scale, (dx, dy) = _square_tile(photo, tile)

@@ -1,8 +1,8 @@
-"""Pictures and silhouettes for the evaluation, through the preprocess stage's renderer (one renderer only).
+"""Pictures for the evaluation and reconstruct: point splats, strips of views, RGBA on white, PNG files.
 
-Meshes are rendered with pipeline.stages.render_views (open3d ray casting, OpenCV cameras K, Rt that map
-the normalised frame to pixels), the same code that rendered the stored input views, so a predicted
-silhouette and the stored alpha channel of the same view are directly comparable.
+Meshes are rendered with pipeline.cameras (open3d ray casting, OpenCV cameras K, Rt that map the normalised
+frame to pixels), the same code that rendered the stored input views, so a predicted silhouette and the
+stored alpha channel of the same view are directly comparable.
 """
 
 from __future__ import annotations
@@ -14,39 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write
-from pipeline.stages.render_views import MeshRenderer, project
+from pipeline.cameras import GREY_BLUE, project
 
 log = logging.getLogger(__name__)
 
 PRED_COLOR = (0.85, 0.55, 0.35)  # prediction in orange, ground truth in the renderer's grey-blue
-GT_COLOR = (0.62, 0.66, 0.72)
-
-
-def scale_intrinsics(K: np.ndarray, factor: float) -> np.ndarray:
-    """K (3, 3) of an image -> K of the same camera at `factor` times the pixel count per side.
-
-    The renderer's pixel (col, row) covers [col, col+1) x [row, row+1), so pixel coordinates scale exactly.
-    """
-    K = np.array(K, np.float64)
-    K[:2] *= factor
-    return K
-
-
-def render_mesh(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int,
-                width: int, color=GT_COLOR) -> np.ndarray:
-    """One view of a mesh (normalised frame): uint8 (H, W, 4) RGBA; an empty mesh: a transparent image."""
-    if len(faces) == 0:
-        return np.zeros((height, width, 4), np.uint8)
-    return MeshRenderer(vertices, faces, color=color).render(K, Rt, height, width)
-
-
-def silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int,
-                width: int) -> np.ndarray:
-    """Silhouettes (alpha > 0) of a mesh from several cameras: K (V, 3, 3), Rt (V, 3, 4) -> (V, H, W) bool."""
-    if len(faces) == 0:
-        return np.zeros((len(K), height, width), bool)
-    renderer = MeshRenderer(vertices, faces)
-    return np.stack([renderer.render(k, rt, height, width)[..., 3] > 0 for k, rt in zip(K, Rt, strict=True)])
+GT_COLOR = GREY_BLUE
 
 
 def render_points(points: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int, width: int,

@@ -20,18 +20,9 @@ from common.atomic import atomic_write_bytes, atomic_write_text
 from common.errors import first_line
 from evaluation import metrics
 from evaluation.extract_mesh import DEFAULT_BATCH, THRESHOLD, Extraction, Field, _CountingField, extract_mesh
-from evaluation.render import (
-    GT_COLOR,
-    PRED_COLOR,
-    compose_strip,
-    load_source_mesh,
-    render_mesh,
-    render_points,
-    save_png,
-    scale_intrinsics,
-    silhouettes,
-)
+from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.report import category_table, write_metrics_csv, write_report, write_table
+from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
 from pipeline.schema import REFERENCE_ARRAYS, Store
 
 log = logging.getLogger(__name__)

@@ -31,12 +31,12 @@ def main() -> None:
     from PIL import Image, ImageDraw
 
     from evaluation.render import compose_strip
+    from pipeline.cameras import MeshRenderer
     from pipeline.sources import imnet
     from pipeline.sources.pypi_wheel import list_wheel
     from pipeline.sources.r2n2 import parse_metadata, r2n2_cameras, to_normalised_frame
     from pipeline.sources.shapenet import V2_TO_V1_AXES
     from pipeline.stages.normalize import normalize
-    from pipeline.stages.render_views import MeshRenderer
     from tests.fixtures.shapenet_layouts import build_shapenet, write_imnet_hdf5
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

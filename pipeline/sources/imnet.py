@@ -208,7 +208,7 @@ def greyscale_to_rgba(pixels: np.ndarray) -> np.ndarray:
 
 
 def silhouette_iou(renderer, K: np.ndarray, Rt: np.ndarray, pixels: np.ndarray) -> float:
-    """Mean IoU over views between a mesh (its pipeline.stages.render_views.MeshRenderer) seen through the cameras
+    """Mean IoU over views between a mesh (its pipeline.cameras.MeshRenderer) seen through the cameras
     (K (V, 3, 3), Rt (V, 3, 4)) and the non-white pixels of greyscale views (V, S, S)."""
     size = pixels.shape[-1]
     seen = renderer.render_many(K, Rt, size, size)[..., 3] > 0
@@ -223,9 +223,9 @@ def load_imnet_views(views: dict[str, Any], source: str, vertices: np.ndarray, f
     vertices (V, 3): the normalised voxel surface, IM-NET frame = vertices * scale + center. Returns images uint8
     (V, S, S, 4), K float32 (V, 3, 3), Rt float32 (V, 3, 4).
     """
+    from pipeline.cameras import MeshRenderer
     from pipeline.sources.r2n2 import ViewsError, r2n2_cameras, read_metadata, to_normalised_frame
     from pipeline.sources.shapenet import V2_TO_V1_AXES
-    from pipeline.stages.render_views import MeshRenderer
 
     pixels = read_row(source, ("pixels",))["pixels"]
     if pixels.shape != (n_views, image_size, image_size):

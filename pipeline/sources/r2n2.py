@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.stages.render_views import R2N2_DISTANCE_SCALE, camera_centre, intrinsics, look_at_origin
+from pipeline.cameras import R2N2_DISTANCE_SCALE, camera_centre, intrinsics, look_at_origin
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def udf(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, backend: st
     if backend == "open3d":
         import open3d as o3d
 
-        from pipeline.stages.render_views import raycasting_scene
+        from pipeline.cameras import raycasting_scene
 
         scene = raycasting_scene(vertices, faces)
         d = scene.compute_distance(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy()
@@ -87,7 +87,7 @@ def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
 def _ray_parity(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
     import open3d as o3d
 
-    from pipeline.stages.render_views import raycasting_scene
+    from pipeline.cameras import raycasting_scene
 
     scene = raycasting_scene(vertices, faces)
     return scene.compute_occupancy(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy() > 0.5

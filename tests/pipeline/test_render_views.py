@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.stages.render_views import (
-    ViewSampling,
-    camera_centre,
-    intrinsics,
-    look_at_origin,
-    project,
-    render_views,
-    sample_cameras,
-)
+from pipeline.cameras import camera_centre, intrinsics, look_at_origin, project
+from pipeline.stages.render_views import ViewSampling, render_views, sample_cameras
 from pipeline.stages.sample_points import sample_surface
 from tests.conftest import load_normalised
 

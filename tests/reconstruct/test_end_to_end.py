@@ -25,7 +25,8 @@ from evaluation.reconstruct import (
     reconstruct_image,
     to_output_frame,
 )
-from evaluation.render import load_source_mesh, render_mesh, scale_intrinsics
+from evaluation.render import load_source_mesh
+from pipeline.cameras import render_mesh, scale_intrinsics
 from pipeline.schema import open_store
 from pipeline.stages.distances import inside
 from trainer.predictor import load_predictor

@@ -18,7 +18,7 @@ from evaluation.reconstruct import (
     scale_to_size,
     to_output_frame,
 )
-from pipeline.stages.render_views import project
+from pipeline.cameras import project
 
 
 def disc_photo(h=240, w=360, centre=(100.0, 230.0), radius=40.0, noise=10.0, seed=0):
@@ -129,7 +129,7 @@ def test_decoder_sees_the_same_points_in_the_output_frame():
     torch.manual_seed(0)
     cfg = preset("cpu-test")
     rng = np.random.default_rng(1)
-    from pipeline.stages.render_views import camera_centre, intrinsics, look_at_origin
+    from pipeline.cameras import camera_centre, intrinsics, look_at_origin
 
     Rt_true = look_at_origin(camera_centre(37.0, 28.0, 1.7, "z"), np.array([0, 0, 1.0]))
     points = rng.uniform(-0.5, 0.5, (500, 3)).astype(np.float32)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline import schema
+from pipeline.cameras import project
 from pipeline.manifest import Manifest
 from pipeline.runner import run_preprocess
 from pipeline.sources import SourceError, decode_extras, list_objects
 from pipeline.sources.imnet import voxel_surface
-from pipeline.stages.render_views import project
 from tests.fixtures.shapenet_layouts import write_imnet_hdf5
 from tests.sources.conftest import AIRPLANE, BENCH, SMALL, manifest_with_paths
 

@@ -19,10 +19,10 @@ import pytest
 from scipy.ndimage import binary_dilation
 
 from pipeline import schema
+from pipeline.cameras import project
 from pipeline.manifest import Manifest
 from pipeline.runner import run_preprocess
 from pipeline.stages.load import load_mesh
-from pipeline.stages.render_views import project
 from pipeline.stages.sample_points import sample_surface
 from tests.sources.conftest import SMALL
 

@@ -1,0 +1,142 @@
+"""Cameras, projection and ray casting: the one geometry module that preprocess, training data, evaluation and
+reconstruct all use, so a stored view, a projected point and a rendered silhouette follow one convention.
+
+Frames: points in the normalised frame (unit cube); K (3, 3) in pixels (u = column, v = row); Rt (3, 4) maps
+the normalised frame to OpenCV camera coordinates (x right, y down, z forward); pixel (col, row) covers
+[col, col+1) x [row, row+1). The camera model is 3D-R2N2's (docs/METHOD.md, "3D-R2N2 renderings: the
+camera"): Blender's default 35 mm lens on a 32 mm sensor, principal point at the image centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+R2N2_FOCAL_FRACTION = 35.0 / 32.0  # focal length / image width of Blender's default camera
+R2N2_DISTANCE_SCALE = 1.75
+GREY_BLUE = (0.62, 0.66, 0.72)  # the renderer's default colour (stored views, ground truth in pictures)
+
+
+def intrinsics(image_size: int) -> np.ndarray:
+    """(3, 3) pinhole K in pixels of the R2N2 camera at a square image of `image_size` pixels."""
+    f = image_size * R2N2_FOCAL_FRACTION
+    c = image_size / 2.0
+    return np.array([[f, 0, c], [0, f, c], [0, 0, 1]], dtype=np.float64)
+
+
+def look_at_origin(camera_centre: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """(3, 4) Rt mapping world points to OpenCV camera coordinates (x right, y down, z forward)."""
+    c = np.asarray(camera_centre, np.float64)
+    z = -c / np.linalg.norm(c)
+    x = np.cross(z, up)
+    if np.linalg.norm(x) < 1e-9:  # looking straight along the up axis: any right vector will do
+        x = np.cross(z, np.roll(up, 1))
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = np.stack([x, y, z])
+    return np.concatenate([R, (-R @ c)[:, None]], axis=1)
+
+
+def camera_centre(azimuth_deg: float, elevation_deg: float, distance: float, up_axis: str = "y") -> np.ndarray:
+    """R2N2's camera position C = d (cos e cos a, sin e, cos e sin a) for y-up, rotated for other up axes."""
+    a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
+    horizontal = {"y": (0, 2), "z": (0, 1), "x": (1, 2)}[up_axis]
+    up_index = "xyz".index(up_axis)
+    c = np.zeros(3)
+    c[horizontal[0]] = distance * np.cos(e) * np.cos(a)
+    c[horizontal[1]] = distance * np.cos(e) * np.sin(a)
+    c[up_index] = distance * np.sin(e)
+    return c
+
+
+def scale_intrinsics(K: np.ndarray, factor: float) -> np.ndarray:
+    """K (3, 3) of an image -> K of the same camera at `factor` times the pixel count per side.
+
+    The renderer's pixel (col, row) covers [col, col+1) x [row, row+1), so pixel coordinates scale exactly.
+    """
+    K = np.array(K, np.float64)
+    K[:2] *= factor
+    return K
+
+
+def render_mesh(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int,
+                width: int, color=GREY_BLUE) -> np.ndarray:
+    """One view of a mesh (normalised frame): uint8 (H, W, 4) RGBA; an empty mesh: a transparent image."""
+    if len(faces) == 0:
+        return np.zeros((height, width, 4), np.uint8)
+    return MeshRenderer(vertices, faces, color=color).render(K, Rt, height, width)
+
+
+def silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int,
+                width: int) -> np.ndarray:
+    """Silhouettes (alpha > 0) of a mesh from several cameras: K (V, 3, 3), Rt (V, 3, 4) -> (V, H, W) bool."""
+    if len(faces) == 0:
+        return np.zeros((len(K), height, width), bool)
+    renderer = MeshRenderer(vertices, faces)
+    return np.stack([renderer.render(k, rt, height, width)[..., 3] > 0 for k, rt in zip(K, Rt, strict=True)])
+
+
+def project(points: np.ndarray, K: np.ndarray, Rt: np.ndarray) -> np.ndarray:
+    """points (N, 3) normalised frame -> (N, 2) pixel coordinates (column, row) under K @ Rt."""
+    cam = points @ Rt[:, :3].T + Rt[:, 3]
+    uvw = cam @ K.T
+    return uvw[:, :2] / uvw[:, 2:3]
+
+
+def raycasting_scene(vertices: np.ndarray, faces: np.ndarray):
+    """open3d's ray-casting scene (a float32 BVH) of one triangle mesh."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
+                        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
+    return scene
+
+
+class MeshRenderer:
+    """A ray-casting scene of one mesh, reused for all its views (building the BVH is the costly part)."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, color=GREY_BLUE):
+        self.scene = raycasting_scene(vertices, faces)
+        self.color = np.asarray(color, np.float32)
+
+    def render(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
+        """One RGBA view, uint8 (H, W, 4): Lambertian shading, alpha 0 where no surface is hit."""
+        return self.render_many(K[None], Rt[None], height, width)[0]
+
+    def render_many(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Views (V, H, W, 4) uint8 for cameras K (V, 3, 3), Rt (V, 3, 4), cast as one batch of rays."""
+        import open3d as o3d
+
+        # Rays through pixel centres, built here rather than with create_rays_pinhole so the pixel
+        # convention is exactly the projection's: pixel (col, row) covers [col, col+1) x [row, row+1).
+        cols, rows = np.meshgrid(np.arange(width, dtype=np.float32) + 0.5, np.arange(height, dtype=np.float32) + 0.5)
+        pix = np.stack([cols, rows, np.ones_like(cols)], axis=-1).reshape(-1, 3)
+        R = np.asarray(Rt[:, :, :3], np.float32)
+        t = np.asarray(Rt[:, :, 3], np.float32)
+        dirs = (pix @ np.linalg.inv(np.asarray(K, np.float32)).transpose(0, 2, 1)) @ R  # camera -> world
+        dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+        origins = -np.einsum("vji,vj->vi", R, t)
+        rays = np.concatenate([np.broadcast_to(origins[:, None], dirs.shape), dirs], axis=-1)
+        hit = self.scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays.reshape(-1, 6))))
+        mask = np.isfinite(hit["t_hit"].numpy())
+        view = np.repeat(np.arange(len(K)), height * width)[mask]
+        normals = hit["primitive_normals"].numpy()[mask]
+        d = rays.reshape(-1, 6)[mask, 3:]
+        # headlight plus a key light from above-left of each camera: shape cues without a scene setup
+        key = np.einsum("vji,j->vi", R, np.array([-0.4, -0.7, -0.6], np.float32))
+        key /= np.linalg.norm(key, axis=-1, keepdims=True)
+        head = np.abs((normals * d).sum(-1))
+        side = np.clip(np.abs((normals * key[view]).sum(-1)), 0, 1)
+        shade = 0.22 + 0.5 * head + 0.28 * side
+        image = np.zeros((len(K) * height * width, 4), np.uint8)
+        image[mask, :3] = np.clip(shade[:, None] * self.color * 255.0, 0, 255).astype(np.uint8)
+        image[mask, 3] = 255
+        return image.reshape(len(K), height, width, 4)
+
+
+def render_rgba(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray,
+                height: int, width: int) -> np.ndarray:
+    """Render one view of a mesh (normalised frame) with an OpenCV camera: uint8 (H, W, 4), RGBA."""
+    return MeshRenderer(vertices, faces).render(K, Rt, height, width)
+
+
