@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from evaluation import metrics
-from evaluation.extract_mesh import THRESHOLD, extract_coarse_to_fine, extract_dense, grid_spacing
+from inference.extract_mesh import THRESHOLD, extract_coarse_to_fine, extract_dense, grid_spacing
 from pipeline.cameras import silhouettes
 from pipeline.schema import open_store
 from pipeline.stages.distances import winding_number
@@ -41,7 +41,7 @@ def main() -> None:
     store = open_store(args.data)
     predictor = None
     if args.checkpoint:
-        from trainer.predictor import load_predictor
+        from inference.predictor import load_predictor
 
         predictor = load_predictor(args.checkpoint)
         print(f"field: trained predictor {args.checkpoint}, input view {args.view}")

@@ -57,8 +57,8 @@ def evaluate(
     import torch
 
     from evaluation.runner import EvalConfig, evaluate_store
+    from inference.predictor import load_predictor
     from pipeline.schema import open_store
-    from trainer.predictor import load_predictor
 
     torch.set_num_threads(threads)
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import first_line
-from evaluation.extract_mesh import BOX_HALF, THRESHOLD, Extraction, extract_mesh
+from inference.extract_mesh import BOX_HALF, THRESHOLD, Extraction, extract_mesh
 from pipeline.cameras import intrinsics
 
 log = logging.getLogger(__name__)
@@ -385,7 +385,7 @@ def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing()
                       coarse: int | None = 32, name: str = "image") -> Reconstruction:
     """One photo -> a mesh in the output frame (module docstring).
 
-    predictor: trainer.predictor.Predictor; image: uint8 (H, W, 3|4). The field is queried in the box
+    predictor: inference.predictor.Predictor; image: uint8 (H, W, 3|4). The field is queried in the box
     [-EXTRACT_HALF, EXTRACT_HALF]^3 (extract_mesh's grid scaled by EXTRACT_HALF / BOX_HALF), so the grid
     spacing is 2 * EXTRACT_HALF / resolution output units. Raises NoObjectFound when there is no object.
     """

@@ -75,13 +75,11 @@ def reconstruct(
     )
     from evaluation.reconstruct import preview as draw_preview
     from evaluation.render import save_png
-    from evaluation.runner import MESH_FORMATS, write_mesh
+    from inference.mesh_io import check_formats, write_mesh
+    from inference.predictor import load_predictor
     from pipeline.schema import open_store
-    from trainer.predictor import load_predictor
 
-    unknown = [f for f in formats if f not in MESH_FORMATS]
-    if unknown:
-        raise ValueError(f"unknown mesh format(s) {unknown}; choose among {list(MESH_FORMATS)}")
+    check_formats(formats)
     if size is not None and size <= 0:
         raise ValueError(f"--size must be positive, got {size}")
     files = _inputs(source, out)

@@ -1,7 +1,7 @@
 """The eval loop: for every object of a split, reconstruct from one view, mesh, score, draw, write.
 
 The predictor enters as `make_field(view) -> field`, so the loop runs the same on a trained network
-(evaluation.cli wires trainer.predictor) and on an analytic or ground-truth field (tests, benchmarks).
+(evaluation.cli wires inference.predictor) and on an analytic or ground-truth field (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import atomic_write_bytes, atomic_write_text
+from common.atomic import atomic_write_text
 from common.errors import first_line
 from evaluation import metrics
-from evaluation.extract_mesh import DEFAULT_BATCH, THRESHOLD, Extraction, Field, _CountingField, extract_mesh
 from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.report import category_table, write_metrics_csv, write_report, write_table
+from inference.extract_mesh import DEFAULT_BATCH, THRESHOLD, CountingField, Extraction, Field, extract_mesh
+from inference.mesh_io import check_formats, write_mesh
 from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
 from pipeline.schema import REFERENCE_ARRAYS, Store
 
 log = logging.getLogger(__name__)
 
-MESH_FORMATS = ("ply", "obj", "glb", "stl")
 
 
 def select_objects(store, object_ids: list[str], config: EvalConfig) -> list[str]:
@@ -74,9 +74,7 @@ class EvalConfig:
     extra: dict[str, str] = field(default_factory=dict)  # free-form settings echoed into the report
 
     def __post_init__(self):
-        unknown = [f for f in self.formats if f not in MESH_FORMATS]
-        if unknown:
-            raise ValueError(f"unknown mesh format(s) {unknown}; choose among {list(MESH_FORMATS)}")
+        check_formats(self.formats)
 
 
 @dataclass
@@ -88,14 +86,6 @@ class InputView:
     image: np.ndarray
     K: np.ndarray
     Rt: np.ndarray
-
-
-def write_mesh(vertices: np.ndarray, faces: np.ndarray, path: Path) -> None:
-    """Write a mesh in the format named by the path's suffix (ply, obj, glb, stl), atomically."""
-    import trimesh
-
-    data = trimesh.Trimesh(vertices, faces, process=False).export(file_type=path.suffix[1:])
-    atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
 def _silhouette_views(n_views: int, wanted: int) -> np.ndarray:
@@ -132,7 +122,7 @@ def evaluate_object(store: Store, object_id: str, make_field: Callable[[InputVie
     extraction: Extraction = extract_mesh(field_fn, config.resolution, config.coarse, THRESHOLD,
                                           config.batch_size)
     # IoU from the field itself, defined even where the mesh is empty (docs/METRICS.md)
-    occupancy = _CountingField(field_fn, config.batch_size)(ref["ref_uniform_points"])
+    occupancy = CountingField(field_fn, config.batch_size)(ref["ref_uniform_points"])
     row: dict[str, object] = {"object_id": object_id, "category": info["category"],
                               "iou": metrics.volumetric_iou(occupancy > THRESHOLD, ref["ref_uniform_inside"])}
     row.update(metrics.surface_scores(extraction.vertices, extraction.faces, ref["ref_surface_points"],

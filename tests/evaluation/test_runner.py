@@ -17,9 +17,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evaluation.cli import evaluate
-from evaluation.extract_mesh import grid_spacing
 from evaluation.report import FIRST_COLUMNS
 from evaluation.runner import EvalConfig, evaluate_store
+from inference.extract_mesh import grid_spacing
 from pipeline.schema import open_store
 from pipeline.stages.distances import winding_number
 from pipeline.stages.load import load_mesh

@@ -16,7 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-from evaluation.extract_mesh import extract_mesh
 from evaluation.reconstruct import (
     Framing,
     framing_from_store,
@@ -26,10 +25,11 @@ from evaluation.reconstruct import (
     to_output_frame,
 )
 from evaluation.render import load_source_mesh
+from inference.extract_mesh import extract_mesh
+from inference.predictor import load_predictor
 from pipeline.cameras import render_mesh, scale_intrinsics
 from pipeline.schema import open_store
 from pipeline.stages.distances import inside
-from trainer.predictor import load_predictor
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
 VIEW = 0

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from inference.predictor import load_predictor
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.config import override, preset
 from trainer.loop import run_training
 from trainer.models import build_model
-from trainer.predictor import load_predictor
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
 

@@ -16,10 +16,10 @@ import time
 import numpy as np
 import pytest
 
+from inference.predictor import load_predictor
 from pipeline.schema import open_store
 from trainer.config import override, preset
 from trainer.loop import run_training
-from trainer.predictor import load_predictor
 
 IOU_REQUIRED = 0.9
 

@@ -7,10 +7,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from inference.predictor import load_predictor, resolve_checkpoint
 from pipeline.schema import open_store
 from trainer.checkpoint import CheckpointError
 from trainer.cli import train
-from trainer.predictor import load_predictor, resolve_checkpoint
 
 app = typer.Typer()
 app.command()(train)

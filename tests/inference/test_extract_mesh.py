@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from evaluation.extract_mesh import BOX_HALF, extract_coarse_to_fine, extract_dense, extract_mesh, grid_spacing
 from evaluation.metrics import chamfer_l1
+from inference.extract_mesh import BOX_HALF, extract_coarse_to_fine, extract_dense, extract_mesh, grid_spacing
 from tests.evaluation import fields
 
 SHAPES = {

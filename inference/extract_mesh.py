@@ -71,7 +71,7 @@ def grid_points(resolution: int, index: np.ndarray) -> np.ndarray:
     return (index * grid_spacing(resolution) - BOX_HALF).astype(np.float32)
 
 
-class _CountingField:
+class CountingField:
     """Calls the field in batches of at most `batch_size` points, checks what it returns, counts queries."""
 
     def __init__(self, field: Field, batch_size: int):
@@ -163,7 +163,7 @@ def _upsample_known(known: np.ndarray) -> np.ndarray:
     return out
 
 
-def _evaluate(field: _CountingField, values: np.ndarray, known: np.ndarray, need: np.ndarray,
+def _evaluate(field: CountingField, values: np.ndarray, known: np.ndarray, need: np.ndarray,
               resolution: int) -> int:
     """Measure the field at the grid points flagged in `need` that are not yet `known`; returns how many."""
     need = need & ~known
@@ -187,7 +187,7 @@ def _marching_cubes(values: np.ndarray, resolution: int, threshold: float) -> tu
     return verts.astype(np.float32), faces.astype(np.int64)
 
 
-def _finish(values: np.ndarray, resolution: int, threshold: float, field: _CountingField,
+def _finish(values: np.ndarray, resolution: int, threshold: float, field: CountingField,
             t0: float) -> Extraction:
     inside = values > threshold
     if not inside.any():
@@ -202,7 +202,7 @@ def extract_dense(field: Field, resolution: int = 256, threshold: float = THRESH
                   batch_size: int = DEFAULT_BATCH) -> Extraction:
     """Evaluate the field at every point of a (resolution+1)^3 grid and run marching cubes (paper §4)."""
     t0 = time.perf_counter()
-    counting = _CountingField(field, batch_size)
+    counting = CountingField(field, batch_size)
     n = resolution + 1
     values = np.empty((n, n, n), np.float32)
     axis = (np.arange(n) * grid_spacing(resolution) - BOX_HALF).astype(np.float32)
@@ -222,7 +222,7 @@ def extract_coarse_to_fine(field: Field, resolution: int = 256, coarse: int = 32
     """
     levels = _levels(resolution, coarse)
     t0 = time.perf_counter()
-    counting = _CountingField(field, batch_size)
+    counting = CountingField(field, batch_size)
     n = coarse
     values = np.zeros((n + 1,) * 3, np.float32)
     known = np.zeros_like(values, dtype=bool)
