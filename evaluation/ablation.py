@@ -528,7 +528,7 @@ def sweep_picture(plan: Plan, data: Path, layout: Layout, path: Path) -> list[st
                 tiles.append(np.zeros((height, width, 4), np.uint8))
             labels.append(title)
         ref = store.load(oid, ["scale", "center", "ref_surface_points", "ref_surface_normals"])
-        gt = load_source_mesh(store.info(oid)["source"], float(ref["scale"]), ref["center"])
+        gt = load_source_mesh(store.info(oid), float(ref["scale"]), ref["center"])
         tiles.append(render_mesh(*gt, K, Rt, height, width) if gt is not None else
                      render_points(ref["ref_surface_points"], K, Rt, height, width, ref["ref_surface_normals"]))
         labels.append("ground truth")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 
 from common.atomic import atomic_write
+from common.errors import first_line
 from pipeline.cameras import GREY_BLUE, project
 
 log = logging.getLogger(__name__)
@@ -51,35 +52,26 @@ def render_points(points: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int
     return image
 
 
-def load_source_mesh(source: str, scale: float, center: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The original mesh of an object mapped into the normalised frame ((orig - center) / scale), or None.
+def load_source_mesh(info: Mapping[str, str], scale: float, center: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The geometry an object was preprocessed from, mapped into the normalised frame ((orig - center) / scale):
+    vertices (V, 3) float32, faces (F, 3) int64; None (and a warning) when it cannot be read, and the caller
+    draws the reference points instead.
 
-    None (and a warning) when the file is missing or unreadable: the caller falls back to a point render.
-    An IM-NET row (`<file>.hdf5#<row>`) gives its voxel surface, the geometry the store was made from.
+    info: the store's record of the object (Store.info): its `source` and `extras` go through the loader
+    preprocess used (pipeline.sources.load_source_mesh), so a STEP part is tessellated at the same tolerance
+    and an IM-NET row gives its voxel surface.
     """
-    import trimesh
+    from pipeline.sources import load_source_mesh as load_original
 
-    from pipeline.sources.imnet import load_imnet_mesh, parse_row_source
-
-    if parse_row_source(source) is not None:
-        try:
-            vertices, faces = load_imnet_mesh(source)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: %s; ground truth drawn from the reference points", source, exc)
-            return None
-        vertices = (vertices - np.asarray(center, np.float64)) / float(scale)
-        return vertices.astype(np.float32), faces
-    if not source or not Path(source).is_file():
-        log.warning("source mesh %s not found: ground truth drawn from the reference points", source)
-        return None
+    source = info.get("source", "")
     try:
-        mesh = trimesh.load(source, force="mesh", process=False)
+        vertices, faces = load_original(source, info.get("extras", ""))
     except Exception as exc:  # noqa: BLE001 - any reader failure means: fall back to the points
-        log.warning("source mesh %s unreadable (%s): ground truth drawn from the reference points",
-                    source, exc)
+        log.warning("%s: %s; ground truth drawn from the reference points", source, first_line(exc))
         return None
-    vertices = (np.asarray(mesh.vertices, np.float64) - np.asarray(center, np.float64)) / float(scale)
-    return vertices.astype(np.float32), np.asarray(mesh.faces, np.int64)
+    vertices = (np.asarray(vertices, np.float64) - np.asarray(center, np.float64)) / float(scale)
+    return vertices.astype(np.float32), np.asarray(faces, np.int64)
 
 
 def rgba_on_white(image: np.ndarray) -> np.ndarray:

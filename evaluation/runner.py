@@ -143,7 +143,7 @@ def evaluate_object(store: Store, object_id: str, make_field: Callable[[InputVie
             write_mesh(original.astype(np.float32), extraction.faces,
                        out_dir / "meshes_original_units" / f"{object_id}.{fmt}")
 
-    picture = _picture(view, extraction, ref, info["source"], config.picture_scale)
+    picture = _picture(view, extraction, ref, info, config.picture_scale)
     rel = f"pictures/{object_id}.png"
     save_png(picture, out_dir / rel)
 
@@ -155,12 +155,12 @@ def evaluate_object(store: Store, object_id: str, make_field: Callable[[InputVie
     return row, rel
 
 
-def _picture(view: InputView, extraction: Extraction, ref: dict, source: str, scale: int) -> np.ndarray:
+def _picture(view: InputView, extraction: Extraction, ref: dict, info: dict, scale: int) -> np.ndarray:
     """Strip: input image | prediction | ground truth, both rendered from the input camera."""
     h, w = view.image.shape[:2]
     K = scale_intrinsics(view.K, scale)
     pred = render_mesh(extraction.vertices, extraction.faces, K, view.Rt, h * scale, w * scale, PRED_COLOR)
-    gt_mesh = load_source_mesh(source, float(ref["scale"]), ref["center"])
+    gt_mesh = load_source_mesh(info, float(ref["scale"]), ref["center"])
     if gt_mesh is not None:
         gt = render_mesh(*gt_mesh, K, view.Rt, h * scale, w * scale, GT_COLOR)
         gt_label = "ground truth"

@@ -57,7 +57,7 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
 
 
 def _job_of(r: schema.ObjectRecord) -> ObjectJob:
-    return ObjectJob(r.object_id, r.category, r.split, r.source, r.content_hash)
+    return ObjectJob(r.object_id, r.category, r.split, r.source, r.content_hash, r.extras)
 
 
 ShardPlan = list[tuple[str, list[ObjectJob]]]

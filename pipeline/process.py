@@ -112,7 +112,7 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
         )
         lap("reference")
     return schema.ObjectRecord(job.object_id, job.category, job.split, job.source, job.content_hash,
-                               arrays=arrays, timings=timings)
+                               arrays=arrays, timings=timings, extras=job.extras)
 
 
 def process_object_safe(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRecord | ObjectFailure:

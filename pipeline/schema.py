@@ -13,7 +13,9 @@ Layout (zarr v3, one folder per store)::
       writer.lock        held (flock) by the one preprocess run writing the store; the kernel releases it
                          when that process ends, however it ends
       shards/<name>/     a zarr group holding n objects; its attrs list them ("objects": [{object_id,
-                         category, split, source, content_hash}, ...]) and record every file of the shard
+                         category, split, source, content_hash, extras}, ...]; extras = the source's
+                         JSON extras, so eval reloads the exact geometry through
+                         pipeline.sources.load_source_mesh) and record every file of the shard
                          ("files": {relative path: [bytes, crc32c]}). Written whole to
                          shards/.tmp-<name>-<uuid> and renamed, so a crash never leaves a half shard.
                          <name> is <run id>-<split>-<k>: only folders of that name are ever deleted.
@@ -88,7 +90,7 @@ UDF_STEP = UDF_MAX / 65535
 
 TRAINING_ARRAYS = ("points", "udf", "inside", "scale", "center", "images", "K", "Rt")
 REFERENCE_ARRAYS = ("ref_surface_points", "ref_surface_normals", "ref_uniform_points", "ref_uniform_inside")
-OBJECT_FIELDS = ("object_id", "category", "split", "source", "content_hash")
+OBJECT_FIELDS = ("object_id", "category", "split", "source", "content_hash", "extras")
 
 INDEX_FILE = "index.json"
 RUNS_FILE = "runs.jsonl"
@@ -195,6 +197,8 @@ class ObjectRecord:
     content_hash: str
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step; reported, not stored
+    extras: str = ""
+    """the source's JSON extras (a CAD tolerance, dataset views): with `source`, what reloads the exact geometry"""
 
     def meta(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in OBJECT_FIELDS}
@@ -440,7 +444,7 @@ class Store:
             self._files[shard] = per_array
             for row, m in enumerate(attrs.get("objects", [])):
                 if self._index.get(m["object_id"]) == (shard, row):
-                    self._meta[m["object_id"]] = m
+                    self._meta[m["object_id"]] = {"extras": "", **m}  # stores of before extras were recorded
         missing = sorted(set(self._index) - set(self._meta))
         if missing:
             raise StoreError(f"{self.path}: index names objects whose shard does not hold them: {missing[:5]}")
@@ -453,7 +457,7 @@ class Store:
         return dict(self.attrs.get("params", {}))
 
     def info(self, object_id: str) -> dict[str, str]:
-        """category, split, source, content_hash of one object, without reading arrays."""
+        """category, split, source, content_hash, extras of one object, without reading arrays."""
         try:
             return dict(self._meta[object_id])
         except KeyError:

@@ -134,3 +134,45 @@ def test_object_selection_per_category_by_id_and_limit(demo_store):
                                                                                                       train[-1]]
     with pytest.raises(ValueError, match="'nope' is not an object of split 'train'"):
         select_objects(store, train, EvalConfig(split="train", objects=("nope",)))
+
+
+def test_ground_truth_is_reloaded_with_the_loader_and_extras_preprocess_used(tmp_path):
+    """A STEP part's ground truth: tessellated through pipeline.sources at the tolerance the store recorded (the
+    old eval loader read it with trimesh and no tolerance at all)."""
+    import pytest
+
+    gmsh = pytest.importorskip("gmsh")
+    from evaluation.render import load_source_mesh
+    from pipeline.manifest import folder_manifest
+    from pipeline.runner import run_preprocess
+    from pipeline.schema import open_store
+    from pipeline.sources import decode_extras
+
+    part = tmp_path / "parts" / "flange" / "disc.step"
+    part.parent.mkdir(parents=True)
+    gmsh.initialize()
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("disc")
+        gmsh.model.occ.addCylinder(0, 0, 0, 0, 0, 10, 40)
+        gmsh.model.occ.synchronize()
+        gmsh.write(str(part))
+    finally:
+        gmsh.finalize()
+    m = folder_manifest(tmp_path / "parts")
+    m.params = {"views": {"n_views": 1}, "n_reference": 2000}
+    m.split = {"method": "hash", "val": 0.0, "test": 0.0}
+    assert run_preprocess(m, tmp_path / "store", scheduler="serial").done == 1
+    store = open_store(tmp_path / "store")
+    (oid,) = store.object_ids
+    info = store.info(oid)
+    assert decode_extras(info["extras"])["tessellation"]["tolerance"] > 0
+    o = store.load(oid, ["points", "udf", "scale", "center"])
+    v, f = load_source_mesh(info, float(o["scale"]), o["center"])
+    from pipeline.sources.step import DEFAULT_ANGULAR_DEG, DEFAULT_TOLERANCE, load_cad
+    from pipeline.stages.distances import udf
+
+    pv, pf = load_cad(str(part), DEFAULT_TOLERANCE, DEFAULT_ANGULAR_DEG)  # what preprocess tessellated
+    assert np.array_equal(f, pf) and np.allclose(v, (pv - o["center"]) / o["scale"], atol=1e-6)
+    near = o["points"][: 2000]
+    assert np.allclose(udf(v, f, near.astype(np.float64)), o["udf"][:2000], atol=2e-4)

@@ -69,7 +69,7 @@ def case(demo_store, recon_run):
     object_id = store.split("test")[0]
     o = store.load(object_id, ["images", "K", "Rt", "scale", "center"])
     image, K, Rt = o["images"][VIEW], o["K"][VIEW], o["Rt"][VIEW]
-    mesh = load_source_mesh(store.info(object_id)["source"], float(o["scale"]), o["center"])
+    mesh = load_source_mesh(store.info(object_id), float(o["scale"]), o["center"])
     assert mesh is not None
     truth = (to_output_frame(mesh[0], Rt), mesh[1])
     return {"store": store, "object_id": object_id, "image": image, "K": K, "Rt": Rt, "mesh": mesh,

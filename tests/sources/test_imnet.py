@@ -127,7 +127,7 @@ def test_imnet_end_to_end_views_land_on_their_pixels(shapenet_copy, imnet_copy, 
             from evaluation.render import load_source_mesh
             from pipeline.stages.distances import udf
 
-            v, f = load_source_mesh(d["source"], float(d["scale"]), d["center"])
+            v, f = load_source_mesh(st.info(oid), float(d["scale"]), d["center"])
             assert udf(v, f, d["ref_surface_points"][:500], "libigl").max() < 1e-5
 
     again = run_preprocess(m, tmp_path / "store", scheduler="serial")  # rows are hashed, not the whole file
