@@ -39,7 +39,7 @@ test:  ## run the test suite
 	$(PY) -m pytest -q
 
 lint:  ## ruff over the code
-	$(VENV)/bin/ruff check aps common pipeline trainer inference evaluation tests benchmarks scripts
+	$(VENV)/bin/ruff check aps common pipeline trainer inference evaluation reconstruct experiments tests benchmarks scripts
 
 ablation:  ## paper Table 2 ablation, fixed-s sweep, training speed on the full industrial dataset (docs/RESULTS.md; ABLATION_FLAGS=--full on a GPU)
 	$(PY) -m evaluation.ablation --manifest manifests/industrial-parts.toml --data data/industrial-parts --out reports/ablation $(ABLATION_FLAGS)
