@@ -1,1 +1,1 @@
-"""The eval stage: checkpoint + zarr shards -> meshes, metrics tables, pictures (SPEC.md, "Evaluation")."""
+"""The eval stage: checkpoint + zarr shards -> meshes, metrics tables, pictures (docs/METHOD.md, "Evaluation")."""

@@ -1,4 +1,4 @@
-"""Reconstruction metrics in the normalised frame (OccNet's definitions, SPEC.md; docs/METRICS.md).
+"""Reconstruction metrics in the normalised frame (OccNet's definitions: docs/METHOD.md, "Evaluation"; docs/METRICS.md).
 
 All points are in the normalised frame (unit cube [-0.5, 0.5]^3, longest side 1) and all distances are
 Euclidean (not squared) in that frame's units: a Chamfer-L1 of 0.01 is 1% of the object's longest side.

@@ -12,7 +12,7 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from evaluation.metrics import FSCORE_TAU, HIGHER_IS_BETTER, METRIC_NAMES
 
-FIRST_COLUMNS = ("object_id", "category", *METRIC_NAMES)  # SPEC.md: the columns outside tools rely on
+FIRST_COLUMNS = ("object_id", "category", *METRIC_NAMES)  # the columns outside tools rely on (README, docs/METRICS.md)
 EXTRA_COLUMNS = ("silhouette_iou", "precision", "recall", "n_edge_pred", "n_edge_ref", "n_vertices",
                  "n_faces", "n_queries", "seconds", "status")
 COLUMNS = (*FIRST_COLUMNS, *EXTRA_COLUMNS)

@@ -1,4 +1,4 @@
-"""The preprocess stage's one config object, with the paper's defaults (SPEC.md, "Per-object training data")."""
+"""The preprocess stage's one config object, with the paper's defaults (docs/METHOD.md, "Per-object training data")."""
 
 from __future__ import annotations
 

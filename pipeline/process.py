@@ -43,7 +43,7 @@ def object_rng(content_hash: str, seed: int) -> np.random.Generator:
 
 
 def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRecord:
-    """Normalise, sample, measure and render one object (SPEC.md, "Per-object training data").
+    """Normalise, sample, measure and render one object (docs/METHOD.md, "Per-object training data").
 
     Where the source ships views with their cameras (3D-R2N2 for ShapeNet, IM-NET's greyscale views), those are
     stored instead of rendered ones.

@@ -1,1 +1,1 @@
-"""The train stage: zarr shards -> checkpoints (SPEC.md, "The networks", "The label v(d, s)")."""
+"""The train stage: zarr shards -> checkpoints (docs/METHOD.md, "The networks", "The label v(d, s)")."""

@@ -1,4 +1,4 @@
-"""The training label v(d, s) and the adaptive schedule of s (paper eq. 6-12, as corrected in SPEC.md).
+"""The training label v(d, s) and the adaptive schedule of s (paper eq. 6-12, as corrected in docs/METHOD.md).
 
 The store keeps only the unsigned distance `udf` and the `inside` flag of every point; the label the
 network is trained against is computed from them here, at batch time, on the training device. Nothing
@@ -19,7 +19,8 @@ LABEL_MODES = ("binary", "fixed", "adaptive")
 
 
 def label_constants(s: float, d_star: float) -> tuple[float, float]:
-    """(m, n) of eq. 8 as corrected in SPEC.md: v(0, s) = 1 and v(d*, s) = 0 give n = e^(-1/s), m = (1 - n) / d*."""
+    """(m, n) of eq. 8 as corrected in docs/METHOD.md: v(0, s) = 1 and v(d*, s) = 0 give n = e^(-1/s),
+    m = (1 - n) / d*."""
     if not 0.0 < s < 1.0 + 1e-12:
         raise ValueError(f"s must lie in (0, 1], got {s}")
     if d_star <= 0:
@@ -48,7 +49,8 @@ def label_v(udf: torch.Tensor, inside: torch.Tensor, s: float | None, d_star: fl
 
 
 def half_level_distance(s: float, d_star: float) -> float:
-    """The distance at which v(d, s) = 0.5: where a perfect fit puts its surface (SPEC.md: 0.27 d* at s = 0.5)."""
+    """The distance at which v(d, s) = 0.5: where a perfect fit puts its surface (docs/METHOD.md: 0.27 d* at
+    s = 0.5)."""
     m, n = label_constants(s, d_star)
     return (math.exp(-0.5 / s) - n) / m
 
@@ -102,7 +104,7 @@ class SSchedule:
             self.s = self._from_f1(self.best_f1)
 
     def _from_f1(self, f1: float) -> float:
-        # eq. 10: s = 1 - lambda * F1, clamped (SPEC.md: 1 - 1.5 F1 < 0 for F1 > 2/3)
+        # eq. 10: s = 1 - lambda * F1, clamped (docs/METHOD.md: 1 - 1.5 F1 < 0 for F1 > 2/3)
         return min(self.s_max, max(self.s_min, 1.0 - self.lambda_ * f1))
 
     def end_of_epoch(self, epoch: int, f1: float) -> SChange | None:

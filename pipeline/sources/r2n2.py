@@ -1,5 +1,5 @@
 """3D-R2N2's renderings of ShapeNet: per model, `rendering/00.png … 23.png` (137x137 RGBA) and the camera of each
-view in `rendering/rendering_metadata.txt`. The convention is SPEC.md's "3D-R2N2 renderings: the camera":
+view in `rendering/rendering_metadata.txt`. The convention is docs/METHOD.md, "3D-R2N2 renderings: the camera":
 
 - a metadata line is `azimuth elevation in_plane distance_ratio 25`; the 5th number is NOT a field of view,
   the camera is Blender's default (35 mm lens, 32 mm sensor): f = 137 * 35 / 32 = 149.84 px, principal point

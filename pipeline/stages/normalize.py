@@ -1,4 +1,5 @@
-"""Normalise a mesh into the unit cube [-0.5, 0.5]^3 (SPEC.md): centre the bounding box, divide by the longest side."""
+"""Normalise a mesh into the unit cube [-0.5, 0.5]^3: centre the bounding box, divide by the longest side
+(docs/METHOD.md, "Per-object training data")."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def test_camera_follows_opencv_axes():
     assert (Rt[:, :3] @ np.zeros(3) + Rt[:, 3])[2] == 2.0  # the origin is in front, at the distance
     assert np.allclose(Rt[:, :3] @ Rt[:, :3].T, np.eye(3))
     K = intrinsics(137)
-    assert K[0, 0] == 137 * 35 / 32 and K[0, 2] == 68.5  # R2N2's Blender camera (SPEC.md)
+    assert K[0, 0] == 137 * 35 / 32 and K[0, 2] == 68.5  # R2N2's Blender camera (docs/METHOD.md)
     assert np.allclose(camera_centre(90, 0, 1.0, "y"), [0, 0, 1.0], atol=1e-12)
 
 

@@ -1,4 +1,4 @@
-"""The zarr layout round trip through the public reader (SPEC.md, "What outside tools rely on")."""
+"""The zarr layout round trip through the public reader (README, "Each stage on its own"; pipeline/schema.py)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pipeline.stages.load import load_mesh
 from pipeline.stages.normalize import normalize
 from tests.conftest import load_normalised
 
-DIST_TOL = 1e-4  # SPEC.md: distances exact to 1e-4 of the unit cube
+DIST_TOL = 1e-4  # docs/METHOD.md: distances exact to 1e-4 of the unit cube
 
 
 def all_meshes(robosuite_meshes):

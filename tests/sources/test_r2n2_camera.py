@@ -1,7 +1,7 @@
 """R2N2's cameras, derived from rendering_metadata.txt for the normalised frame, put every surface point on the
-object's pixels in R2N2's own images (SPEC.md, "3D-R2N2 renderings: the camera").
+object's pixels in R2N2's own images (docs/METHOD.md, "3D-R2N2 renderings: the camera").
 
-The fixture's images were rendered from the raw v1-frame mesh with SPEC's camera written out in
+The fixture's images were rendered from the raw v1-frame mesh with docs/METHOD.md's camera written out in
 tests/fixtures (not with the reader's code); the store's K and Rt were derived by the reader from the metadata
 file alone, for the normalised frame (v1: normalised = (v1 - center) / scale; v2: through the v1 model).
 

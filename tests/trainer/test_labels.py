@@ -1,4 +1,4 @@
-"""v(d, s) and the schedule of s against the formulas of SPEC.md ("The label v(d, s)", "The schedule of s")."""
+"""v(d, s) and the schedule of s against the formulas of docs/METHOD.md ("The label v(d, s)", "The schedule of s")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """THE learning test: the paper's network (ResNet-18 + FPN, 5-layer decoder, adaptive labels) must fit a handful
 of real objects from one fixed view each, measured on points it never trained on.
 
-Setup (SPEC.md, "Measured while planning": 2 objects, one fixed view, 128 px reached uniform-point IoU 0.92):
+Setup (docs/METHOD.md, "Measured while planning": 2 objects, one fixed view, 128 px reached uniform-point IoU 0.92):
 two real parts of the demo store, view 0 of each, 128 px, batches of 4 object-views x 2048 points, Adam 1e-3
 (1e-4 for the feature extractor), 300 steps, s reconsidered every 5 epochs. Held out: 2000 of each object's
 stored points (never drawn for training; they drive s) and 20,000 uniform points of the reference box per

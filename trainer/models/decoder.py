@@ -7,7 +7,7 @@ from torch import nn
 
 
 class PointEmbedding(nn.Module):
-    """Lifts p (3 numbers) to the width of z's parts. SPEC.md ("Measured while planning"): concatenating raw p to
+    """Lifts p (3 numbers) to the width of z's parts. docs/METHOD.md ("Measured while planning"): concatenating raw p to
     a 512-d z did not learn at all; a small point MLP (as in DISN) fixed it."""
 
     def __init__(self, out_dim: int, slope: float):
