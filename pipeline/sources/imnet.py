@@ -87,8 +87,8 @@ def list_imnet(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     `rendering_metadata.txt` is read), renderings."""
     import h5py
 
-    from pipeline.sources.folder import resolve_root
     from pipeline.sources.shapenet import R2N2_CATEGORIES, synset_of
+    from pipeline.sources.walk import resolve_root
 
     patterns = source["files"] if isinstance(source["files"], list) else [source["files"]]
     paths: list[Path] = []

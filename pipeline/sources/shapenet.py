@@ -58,7 +58,7 @@ def synset_of(category: str) -> str:
 
 
 def _root(source: dict[str, Any], key: str, manifest_dir: Path) -> Path:
-    from pipeline.sources.folder import resolve_root
+    from pipeline.sources.walk import resolve_root
 
     path = resolve_root(str(source[key]), manifest_dir)
     if not path.is_dir():

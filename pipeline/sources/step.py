@@ -28,7 +28,7 @@ from pipeline.sources import (
     number_in,
     suffix_colliding_ids,
 )
-from pipeline.sources.folder import walk_categories
+from pipeline.sources.walk import walk_categories
 from pipeline.stages.load import MeshError, check_mesh
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ SOURCE_KEYS = {"step_folder": {"root": needed(TEXT, "the folder holding one subf
 def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     """[[sources]] type = "step_folder": root/<category>/**/<part>.step|.stp|.iges|.igs, optional categories,
     tolerance (fraction of the longest side, default 0.001) and angular_deg (default 12)."""
-    from pipeline.sources.folder import resolve_root
+    from pipeline.sources.walk import resolve_root
 
     root = resolve_root(str(source["root"]), manifest_dir)
     if not root.is_dir():
