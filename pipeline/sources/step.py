@@ -38,7 +38,7 @@ DEFAULT_TOLERANCE = 1e-3
 DEFAULT_ANGULAR_DEG = 12.0
 # OpenCASCADE's session length unit is the millimetre and the linear deflection is given in it. cascadio's GLB
 # of a STEP file is in metres (the file's unit applied), of an IGES file in that session unit, millimetres.
-# Measured on exact geometry in tests/sources/test_step.py, for both formats.
+# Measured on exact geometry in tests/pipeline/sources/test_step.py, for both formats.
 _MM_PER_OUTPUT_UNIT = {"step": 1000.0, "iges": 1.0}
 SOURCE_KEYS = {"step_folder": {"root": needed(TEXT, "the folder holding one subfolder per category"),
                                "categories": TEXTS,

@@ -16,7 +16,7 @@ from pipeline.manifest import Manifest, ManifestError
 from pipeline.runner import run_preprocess
 from pipeline.sources import decode_extras
 from pipeline.sources.shapenet import PAPER_CATEGORIES, R2N2_CATEGORIES
-from tests.sources.conftest import AIRPLANE, BENCH, CHAIR, SMALL, manifest_with_paths
+from tests.pipeline.sources.conftest import AIRPLANE, BENCH, CHAIR, SMALL, manifest_with_paths
 
 
 def v1_manifest(copy, tmp_path):

@@ -16,7 +16,7 @@ from pipeline.runner import run_preprocess
 from pipeline.sources import SourceError, decode_extras, list_objects
 from pipeline.sources.imnet import voxel_surface
 from tests.fixtures.shapenet_layouts import write_imnet_hdf5
-from tests.sources.conftest import AIRPLANE, BENCH, SMALL, manifest_with_paths
+from tests.pipeline.sources.conftest import AIRPLANE, BENCH, SMALL, manifest_with_paths
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +133,7 @@ def test_imnet_end_to_end_views_land_on_their_pixels(shapenet_copy, imnet_copy, 
     again = run_preprocess(m, tmp_path / "store", scheduler="serial")  # rows are hashed, not the whole file
     assert again.skipped == 9 and again.done == 0
 
-    from evaluation.reconstruct import framing_from_store  # a checkpoint trained here wants grey photos
+    from reconstruct.framing import framing_from_store  # a checkpoint trained here wants grey photos
 
     assert framing_from_store(st).greyscale
 

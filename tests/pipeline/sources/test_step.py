@@ -11,7 +11,7 @@ from pipeline.runner import run_preprocess
 from pipeline.sources.step import load_cad
 from pipeline.stages.load import MeshError
 from tests.fixtures.shapenet_layouts import FLANGE
-from tests.sources.conftest import manifest_with_paths
+from tests.pipeline.sources.conftest import manifest_with_paths
 
 
 def rim_deflection(vertices_m: np.ndarray, faces: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from pipeline.manifest import Manifest
 from pipeline.runner import run_preprocess
 from pipeline.stages.load import load_mesh
 from pipeline.stages.sample_points import sample_surface
-from tests.sources.conftest import SMALL
+from tests.pipeline.sources.conftest import SMALL
 
 SIZE = 137
 

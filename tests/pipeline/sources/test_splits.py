@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.manifest import Manifest, ManifestError
 from pipeline.sources import decode_extras
-from tests.sources.conftest import AIRPLANE, BENCH
+from tests.pipeline.sources.conftest import AIRPLANE, BENCH
 
 
 def manifest(copy, split, tmp_path) -> Manifest:
