@@ -1,0 +1,69 @@
+"""The layout's rules, checked on the source: imports only go down, nothing imports a command module, nothing
+imports another module's private names. README, "Where things are", draws the same picture."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+# bottom to top: a package may import itself and the packages before it, never one after it
+LAYERS = ["common", "pipeline", "trainer", "inference", "evaluation", "reconstruct", "experiments", "aps"]
+COMMANDS = {"pipeline.cli", "trainer.cli", "evaluation.cli", "reconstruct.cli", "aps.cli"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(module, imported names, line) of every import in a file, function-level ones included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [a.name for a in node.names], node.lineno))
+    return found
+
+
+def test_every_package_of_the_layout_exists():
+    assert all((ROOT / p / "__init__.py").is_file() for p in LAYERS)
+
+
+def test_imports_only_go_down():
+    wrong = []
+    for name, path in _modules().items():
+        mine = LAYERS.index(name.split(".")[0])
+        for module, _, line in _imports(path):
+            top = module.split(".")[0]
+            if top in LAYERS and LAYERS.index(top) > mine:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not wrong, wrong
+
+
+def test_nothing_imports_a_command_module_but_the_console_script():
+    wrong = []
+    for name, path in _modules().items():
+        for module, names, line in _imports(path):
+            targets = {module} | {f"{module}.{n}" for n in names}
+            if name.split(".")[0] != "aps" and targets & COMMANDS:  # aps/cli.py and `python -m aps` wire them
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {sorted(targets & COMMANDS)}")
+    assert not wrong, wrong
+
+
+def test_no_private_names_cross_modules():
+    wrong = []
+    modules = _modules()
+    for name, path in modules.items():
+        for module, names, line in _imports(path):
+            if module in modules and module != name:
+                private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+                if private:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {private} from {module}")
+    assert not wrong, wrong
