@@ -42,7 +42,7 @@ lint:  ## ruff over the code
 	$(VENV)/bin/ruff check aps common pipeline trainer inference evaluation reconstruct experiments tests benchmarks scripts
 
 ablation:  ## paper Table 2 ablation, fixed-s sweep, training speed on the full industrial dataset (docs/RESULTS.md; ABLATION_FLAGS=--full on a GPU)
-	$(PY) -m evaluation.ablation --manifest manifests/industrial-parts.toml --data data/industrial-parts --out reports/ablation $(ABLATION_FLAGS)
+	$(PY) -m experiments.ablation --manifest manifests/industrial-parts.toml --data data/industrial-parts --out reports/ablation $(ABLATION_FLAGS)
 
 bench:  ## print the speed and size figures of each stage
 	$(PY) benchmarks/bench_preprocess.py

@@ -15,16 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.ablation import (
-    VARIANTS,
-    Layout,
-    Plan,
-    check_plan,
-    epochs_to_reach,
-    fixed,
-    mean_std,
-    run_ablation,
-)
+from experiments.ablation.plan import VARIANTS, Layout, Plan, fixed
+from experiments.ablation.run import check_plan, run_ablation
+from experiments.ablation.tables import epochs_to_reach, mean_std
 from pipeline.schema import open_store
 
 TINY = Plan(variants=("fpn+binary", "fpn+adaptive"), seeds=(0,), sweep=(0.5,), train_preset="cpu-test",
