@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from pipeline import schema
 from pipeline.config import PreprocessConfig
-from pipeline.process import ObjectFailure, ObjectJob, process_object_safe
+from pipeline.process import ObjectFailure, process_object_safe
+from pipeline.schema import ObjectMeta
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What happened to one object in this run (one runs.jsonl line)."""
 
-    job: ObjectJob
+    job: ObjectMeta
     status: str  # ok | failed
     error: str = ""
     shard: str = ""
@@ -41,14 +42,14 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
             schema.write_shard(store_path, shard_name, ok)
         except Exception as exc:  # noqa: BLE001 - a write failure fails the shard's objects, not the run
             reason = f"writing shard {shard_name}: {type(exc).__name__}: {exc}"
-            return [Outcome(r.job if isinstance(r, ObjectFailure) else _job_of(r), "failed", reason)
+            return [Outcome(r.job if isinstance(r, ObjectFailure) else r.meta, "failed", reason)
                     for r in results]
         for r in ok:
             r.timings["write"] = (time.perf_counter() - start) / len(ok)
     row = 0
     for r in results:
         if isinstance(r, schema.ObjectRecord):
-            outcomes.append(Outcome(_job_of(r), "ok", shard=shard_name, row=row,
+            outcomes.append(Outcome(r.meta, "ok", shard=shard_name, row=row,
                                     seconds=sum(r.timings.values()), timings=dict(r.timings)))
             row += 1
         else:
@@ -56,11 +57,7 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
     return outcomes
 
 
-def _job_of(r: schema.ObjectRecord) -> ObjectJob:
-    return ObjectJob(r.object_id, r.category, r.split, r.source, r.content_hash, r.extras)
-
-
-ShardPlan = list[tuple[str, list[ObjectJob]]]
+ShardPlan = list[tuple[str, list[ObjectMeta]]]
 Progress = Callable[[int], None]
 
 

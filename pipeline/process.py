@@ -10,6 +10,7 @@ import numpy as np
 from common.errors import first_line
 from pipeline import schema
 from pipeline.config import PreprocessConfig
+from pipeline.schema import ObjectMeta
 from pipeline.sources import load_dataset_views, load_source_mesh
 from pipeline.stages.distances import inside, udf
 from pipeline.stages.normalize import normalize
@@ -17,23 +18,11 @@ from pipeline.stages.render_views import render_views, sample_cameras
 from pipeline.stages.sample_points import jitter, morton_order, sample_surface, uniform_points
 
 
-@dataclass(frozen=True)
-class ObjectJob:
-    """What a source says about one object, plus the hash that names this unit of work."""
-
-    object_id: str
-    category: str
-    split: str
-    source: str
-    content_hash: str = ""
-    extras: str = ""  # the source's JSON extras (pipeline.sources.ObjectSpec): dataset views, CAD tolerance
-
-
 @dataclass
 class ObjectFailure:
     """A per-object error, returned (not raised) so one bad mesh never stops a batch."""
 
-    job: ObjectJob
+    job: ObjectMeta
     error: str
     seconds: float = 0.0
 
@@ -42,7 +31,7 @@ def object_rng(content_hash: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, int(content_hash[:16] or "0", 16)])
 
 
-def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRecord:
+def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord:
     """Normalise, sample, measure and render one object (docs/METHOD.md, "Per-object training data").
 
     Where the source ships views with their cameras (3D-R2N2 for ShapeNet, IM-NET's greyscale views), those are
@@ -111,11 +100,10 @@ def process_object(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRec
             ref_uniform_inside=ref_inside,
         )
         lap("reference")
-    return schema.ObjectRecord(job.object_id, job.category, job.split, job.source, job.content_hash,
-                               arrays=arrays, timings=timings, extras=job.extras)
+    return schema.ObjectRecord(job, arrays=arrays, timings=timings)
 
 
-def process_object_safe(job: ObjectJob, config: PreprocessConfig) -> schema.ObjectRecord | ObjectFailure:
+def process_object_safe(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord | ObjectFailure:
     """process_object, with any error turned into an ObjectFailure that names the object and the reason."""
     start = time.perf_counter()
     try:

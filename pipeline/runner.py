@@ -24,7 +24,7 @@ from pipeline import schema
 from pipeline.config import CODE_VERSION, PreprocessConfig
 from pipeline.executors import Outcome, run_dask, run_serial
 from pipeline.manifest import Manifest
-from pipeline.process import ObjectJob
+from pipeline.schema import ObjectMeta
 from pipeline.sources import extra_input_files, hash_source
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class RunSummary:
                 f"-> {self.store}")
 
 
-def content_hash(job: ObjectJob, config: PreprocessConfig) -> str:
+def content_hash(job: ObjectMeta, config: PreprocessConfig) -> str:
     """Names a unit of work: the mesh file's bytes (one model's row for an IM-NET file), the bytes of the files
     a source adds (a dataset's views and their cameras), the parameters that shape its arrays, the code version."""
     h = hashlib.sha256()
@@ -151,12 +151,12 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
             "code_version": CODE_VERSION}
     records: list[dict] = []
     for spec, reason in manifest.refused():
-        outcome = Outcome(ObjectJob(spec.object_id, spec.category, "", spec.source), "failed", reason)
+        outcome = Outcome(ObjectMeta(spec.object_id, spec.category, "", spec.source), "failed", reason)
         summary.failed.append(outcome)
         records.append(_record(base, outcome))
-    jobs: list[ObjectJob] = []
+    jobs: list[ObjectMeta] = []
     for spec, split in objects:
-        job = ObjectJob(spec.object_id, spec.category, split, spec.source, extras=spec.extras)
+        job = ObjectMeta(spec.object_id, spec.category, split, spec.source, extras=spec.extras)
         try:
             job = replace(job, content_hash=content_hash(job, config))
         except OSError as exc:
@@ -168,7 +168,7 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
 
     existing, damaged = verified_objects(store)
     index: dict[str, tuple[str, int]] = {}
-    pending: list[ObjectJob] = []
+    pending: list[ObjectMeta] = []
     for job in jobs:
         hit = existing.get(f"{job.object_id}:{job.content_hash}")
         if hit is not None:

@@ -66,7 +66,7 @@ import socket
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,6 @@ UDF_STEP = UDF_MAX / 65535
 
 TRAINING_ARRAYS = ("points", "udf", "inside", "scale", "center", "images", "K", "Rt")
 REFERENCE_ARRAYS = ("ref_surface_points", "ref_surface_normals", "ref_uniform_points", "ref_uniform_inside")
-OBJECT_FIELDS = ("object_id", "category", "split", "source", "content_hash", "extras")
 
 INDEX_FILE = "index.json"
 RUNS_FILE = "runs.jsonl"
@@ -186,22 +185,40 @@ def _inner_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1, *shape[1:])
 
 
-@dataclass
-class ObjectRecord:
-    """What the preprocess stage produces for one object (the arrays above, without the row axis)."""
+@dataclass(frozen=True)
+class ObjectMeta:
+    """Who an object is: what a source says about it, its split, and the hash that names its unit of work. The
+    preprocess driver plans with it, a shard's attributes store it (OBJECT_FIELDS), `Store.info` returns it."""
 
     object_id: str
     category: str
     split: str
     source: str
-    content_hash: str
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per step; reported, not stored
+    """the mesh file (or `<file>.hdf5#<row>` for an IM-NET model)"""
+    content_hash: str = ""
     extras: str = ""
-    """the source's JSON extras (a CAD tolerance, dataset views): with `source`, what reloads the exact geometry"""
+    """the source's JSON extras (pipeline.sources.ObjectSpec: a CAD tolerance, dataset views): with `source`,
+    what reloads the exact geometry preprocess used"""
 
-    def meta(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in OBJECT_FIELDS}
+
+
+OBJECT_FIELDS = tuple(f.name for f in fields(ObjectMeta))
+
+
+@dataclass
+class ObjectRecord:
+    """What the preprocess stage produces for one object: who it is and its arrays (above, without the row axis)."""
+
+    meta: ObjectMeta
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    """seconds per step; reported, not stored"""
+
+    @property
+    def object_id(self) -> str:
+        return self.meta.object_id
 
 
 def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[ObjectRecord]) -> str:
@@ -222,7 +239,7 @@ def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[Ob
     shards_dir.mkdir(parents=True, exist_ok=True)
     tmp = shards_dir / f".tmp-{shard_name}-{uuid.uuid4().hex[:8]}"
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    group.attrs.update({"layout_version": LAYOUT_VERSION, "objects": [r.meta() for r in records]})
+    group.attrs.update({"layout_version": LAYOUT_VERSION, "objects": [r.meta.as_dict() for r in records]})
     for name in names:
         data = np.stack([np.asarray(r.arrays[name]) for r in records])
         arr = group.create_array(

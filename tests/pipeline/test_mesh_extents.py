@@ -10,7 +10,8 @@ import pytest
 import trimesh
 
 from pipeline.config import PreprocessConfig
-from pipeline.process import ObjectFailure, ObjectJob, process_object_safe
+from pipeline.process import ObjectFailure, process_object_safe
+from pipeline.schema import ObjectMeta
 from pipeline.stages.normalize import normalize
 from pipeline.stages.render_views import ViewSampling
 
@@ -31,7 +32,7 @@ def box_file(tmp_path, name: str, size: float, **export) -> str:
 def process_recording_warnings(path: str):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = process_object_safe(ObjectJob("parts-box", "parts", "train", path, content_hash="0" * 32), SMALL)
+        result = process_object_safe(ObjectMeta("parts-box", "parts", "train", path, content_hash="0" * 32), SMALL)
     return result, [f"{w.category.__name__}: {w.message}" for w in caught]
 
 

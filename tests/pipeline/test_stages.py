@@ -8,7 +8,8 @@ import trimesh
 
 from pipeline import schema
 from pipeline.config import PreprocessConfig
-from pipeline.process import ObjectJob, process_object
+from pipeline.process import process_object
+from pipeline.schema import ObjectMeta
 from pipeline.stages.distances import inside, udf, winding_number
 from pipeline.stages.load import load_mesh
 from pipeline.stages.normalize import normalize
@@ -36,7 +37,7 @@ def processed(robosuite_meshes):
     cfg = PreprocessConfig(views=PreprocessConfig().views.__class__(n_views=4, up_axis="z"), n_reference=5000)
     out = {}
     for path in all_meshes(robosuite_meshes):
-        job = ObjectJob(path.stem, "c", "test", str(path), "0123456789abcdef")
+        job = ObjectMeta(path.stem, "c", "test", str(path), "0123456789abcdef")
         out[path] = process_object(job, cfg)
     return out
 
@@ -175,12 +176,12 @@ def test_winding_number_flags_on_open_mesh_are_plausible(processed):
 def test_reference_data_only_for_reference_splits(robosuite_meshes):
     path = all_meshes(robosuite_meshes)[0]
     cfg = PreprocessConfig(views=PreprocessConfig().views.__class__(n_views=2), n_reference=1000)
-    train = process_object(ObjectJob("x", "c", "train", str(path), "ab"), cfg)
-    test = process_object(ObjectJob("x", "c", "test", str(path), "ab"), cfg)
+    train = process_object(ObjectMeta("x", "c", "train", str(path), "ab"), cfg)
+    test = process_object(ObjectMeta("x", "c", "test", str(path), "ab"), cfg)
     assert not any(k.startswith("ref_") for k in train.arrays)
     assert test.arrays["ref_surface_points"].shape == (1000, 3)
     n = test.arrays["ref_surface_normals"]
     assert np.allclose(np.linalg.norm(n, axis=1), 1, atol=1e-5)
     # same content hash and seed -> same points (reruns are reproducible)
-    again = process_object(ObjectJob("x", "c", "train", str(path), "ab"), cfg)
+    again = process_object(ObjectMeta("x", "c", "train", str(path), "ab"), cfg)
     assert np.array_equal(again.arrays["points"], train.arrays["points"])

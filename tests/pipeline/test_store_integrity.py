@@ -136,7 +136,8 @@ def test_empty_chunks_are_stored_so_absence_always_means_damage(tmp_path):
     import zarr
 
     arrays = {"inside": np.zeros(100, bool), "udf": np.zeros(100, np.uint16)}  # all fill value
-    records = [schema.ObjectRecord(f"o{i}", "c", "train", "x.stl", "h", arrays=dict(arrays)) for i in range(3)]
+    records = [schema.ObjectRecord(schema.ObjectMeta(f"o{i}", "c", "train", "x.stl", "h"), arrays=dict(arrays))
+               for i in range(3)]
     schema.write_shard(tmp_path, "20260101T000000-abcdef-train-00000", records)
     arr = zarr.open_array(str(tmp_path / "shards/20260101T000000-abcdef-train-00000/inside"), mode="r")
     assert arr.nchunks_initialized == 3

@@ -10,6 +10,7 @@ import pytest
 from pipeline.schema import (
     N_SURFACE,
     N_UNIFORM,
+    ObjectMeta,
     ObjectRecord,
     dequantize_points,
     init_store,
@@ -144,7 +145,7 @@ def make_record(object_id: str, category: str, split: str, shape, seed: int) -> 
         ref_uniform = rng.uniform(-0.5, 0.5, size=(N_REF, 3)).astype(np.float32)
         arrays.update(ref_surface_points=ref_surface, ref_surface_normals=np.zeros_like(ref_surface),
                       ref_uniform_points=ref_uniform, ref_uniform_inside=shape.sdf(ref_uniform) < 0)
-    return ObjectRecord(object_id, category, split, f"analytic:{object_id}", f"hash-{object_id}", arrays)
+    return ObjectRecord(ObjectMeta(object_id, category, split, f"analytic:{object_id}", f"hash-{object_id}"), arrays)
 
 
 @pytest.fixture(scope="session")
