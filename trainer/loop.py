@@ -14,8 +14,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -191,28 +192,68 @@ def _plot(out: Path, history: list[dict]) -> None:
     plt.close(fig)
 
 
-def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bool = False,
-                 progress: bool = True) -> RunSummary:
-    """Train on the store at `data`, writing the run folder `out` (see docs/TRAINING.md); returns the summary.
+@dataclass(frozen=True)
+class _Objects:
+    """The objects a run trains and validates on. held_out > 0: no validation objects, so F1 is measured on
+    this many held-out points of each training object (kept out of training); val_ids is then train_ids."""
 
-    resume=True continues from out/last.ckpt (model, optimiser, s state, epoch, RNG); the config must match
-    the checkpoint's except for the fields in config.RESUMABLE_FIELDS (e.g. more epochs), and `data` must hold
-    the same dataset and objects (trainer.data.store_identity; the store may have moved). A run that already
-    has optim.epochs epochs trains nothing and writes nothing (summary.trained == 0).
-    """
-    from tqdm import tqdm
+    train_ids: list[str]
+    val_ids: list[str]
+    held_out: int
 
-    from common.progress import bar_options
 
-    validate(cfg)
-    started = time.monotonic()
-    data, out = Path(data), Path(out)
-    rank, world, local_rank = _distributed(cfg.device)
-    device = resolve_device(cfg.device, local_rank)
-    torch.set_num_threads(max(1, cfg.threads))
-    torch.manual_seed(cfg.seed)
+@dataclass
+class _Run:
+    """One run's state, built before the first epoch and advanced by each: the network with its optimiser,
+    loss scaler and s schedule, and the bookkeeping a checkpoint saves."""
 
-    store = open_store(data)
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    identity: dict
+    """trainer.data.store_identity of the data and objects, saved in every checkpoint"""
+    model: torch.nn.Module
+    """the network itself (never the DDP wrapper): what is evaluated, saved and returned"""
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    """autocast dtype (CUDA with optim.amp); None: float32 without autocast"""
+    cache: ObjectCache
+    ratio: float
+    """positive ratio r: the fraction of training points inside (sets the initial s)"""
+    s_schedule: SSchedule
+    start_epoch: int = 0
+    """first epoch (0-based) this call trains: 0, or the resumed checkpoint's epoch + 1"""
+    epochs: int = 0
+    """epochs the run holds now (the next epoch to train, 0-based)"""
+    best_val_f1: float = -1.0
+    history: list[dict] = field(default_factory=list)
+    """one METRIC_COLUMNS row per epoch, also across resumes"""
+    writer: Any = None
+    """rank 0's TensorBoard SummaryWriter (None on the other ranks)"""
+
+    def summary(self, started: float) -> RunSummary:
+        return RunSummary(epochs=self.epochs, best_val_f1=self.best_val_f1, final_s=self.s_schedule.s,
+                          seconds=time.monotonic() - started, out=self.out, model=self.model,
+                          trained=self.epochs - self.start_epoch)
+
+
+@dataclass
+class _Feed:
+    """What an epoch iterates: the network to step (DDP-wrapped on several processes), its batches, and the
+    fixed validation points."""
+
+    net: torch.nn.Module
+    sampler: EpochBatches
+    loader: torch.utils.data.DataLoader
+    val: ValidationSet
+
+
+def _select(cfg: TrainConfig, store, data: Path) -> _Objects:
+    """The training objects and the validation set: the validation split's objects, or (none there) held-out
+    points of the training objects."""
     train_ids = select_objects(store, cfg.data.train_split, cfg.data.objects)
     if not train_ids:
         raise ValueError(f"{data}: no training objects in split {cfg.data.train_split!r}"
@@ -225,20 +266,33 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
             log.warning("%s: no objects in split %r; measuring F1 on %d held-out points of each training "
                         "object instead", data, cfg.data.val_split, held_out)
         val_ids = train_ids
+    return _Objects(train_ids, val_ids, held_out)
 
+
+def _check_run_folder(cfg: TrainConfig, store, objects: _Objects, out: Path, resume: bool,
+                      device: torch.device) -> tuple[dict, dict | None]:
+    """(data identity, the checkpoint to resume or None). Refuses a fresh run into a folder that holds one,
+    a resume with nothing to resume, and (before anything is built) a resume with another config or data."""
     last = out / LAST
     if resume and not last.is_file():
         raise CheckpointError(f"{last}: nothing to resume (no checkpoint in {out})")
     if not resume and last.is_file():
         raise CheckpointError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose "
                               "another --out")
-    identity = store_identity(store, train_ids, val_ids)
+    identity = store_identity(store, objects.train_ids, objects.val_ids)
     payload = None
-    if resume:  # refuse another config or other data before building anything
+    if resume:
         payload = load_checkpoint(last, map_location=device)
         check_same_config(last, payload["config"], to_dict(cfg))
         check_same_data(last, payload, identity)
+    return identity, payload
 
+
+def _build(cfg: TrainConfig, data: Path, out: Path, device: torch.device, rank: int, world: int,
+           objects: _Objects, identity: dict, resume: bool) -> _Run:
+    """The model (fresh weights; pretrained ones only for a new run), Adam with the feature extractor at
+    optim.encoder_lr_scale x the decoder's rate, the AMP loss scaler, and the s schedule from the positive
+    ratio r of the training objects."""
     model = build_model(cfg.model, load_pretrained=not resume).to(device)
     optimizer = torch.optim.Adam([
         {"params": model.feature_extractor.parameters(), "lr": cfg.optim.lr * cfg.optim.encoder_lr_scale},
@@ -248,120 +302,180 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     if device.type == "cuda" and cfg.optim.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
     cache = ObjectCache(data)
-    ratio = positive_ratio(cache, train_ids)
+    ratio = positive_ratio(cache, objects.train_ids)
     lc = cfg.labels
     s_schedule = SSchedule(lc.mode, ratio, lc.lambda_, lc.s_min, lc.s_max, lc.s_fixed, lc.update_every)
-    start_epoch, best_val_f1, history = 0, -1.0, []
-    if payload is not None:
-        load_model_state(model, last, payload, to_dict(cfg))
-        optimizer.load_state_dict(payload["optimizer"])
-        scaler.load_state_dict(payload["scaler"])
-        s_schedule.load_state_dict(payload["s_schedule"])
-        start_epoch, best_val_f1 = int(payload["epoch"]) + 1, float(payload["best_val_f1"])
-        history = list(payload["history"])
-        set_rng_state(payload["rng"])
-        if start_epoch >= cfg.optim.epochs:
-            return RunSummary(epochs=start_epoch, best_val_f1=best_val_f1, final_s=s_schedule.s,
-                              seconds=time.monotonic() - started, out=out, model=model, trained=0)
-        log.info("resuming %s at epoch %d (s = %s)", out, start_epoch + 1, s_schedule.s)
+    return _Run(cfg=cfg, out=out, device=device, rank=rank, world=world, identity=identity, model=model,
+                optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, cache=cache, ratio=ratio,
+                s_schedule=s_schedule)
 
-    writer = None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-        log.debug("config:\n%s", describe(cfg))
-        log.info("%d training objects, %d validation objects, positive ratio r = %.4f, initial s = %s",
-                 len(train_ids), len(val_ids), ratio, s_schedule.s)
-        from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tensorboard"))
+def _restore(run: _Run, payload: dict) -> None:
+    """Continue from a checkpoint: weights, optimiser, scaler, s state, epoch, best F1, history and RNG."""
+    load_model_state(run.model, run.out / LAST, payload, to_dict(run.cfg))
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.scaler.load_state_dict(payload["scaler"])
+    run.s_schedule.load_state_dict(payload["s_schedule"])
+    run.start_epoch, run.best_val_f1 = int(payload["epoch"]) + 1, float(payload["best_val_f1"])
+    run.epochs = run.start_epoch
+    run.history = list(payload["history"])
+    set_rng_state(payload["rng"])
 
-    net = model
-    if world > 1:
+
+def _open_run_folder(run: _Run, objects: _Objects) -> None:
+    """Rank 0: the run folder with config.json, the run's opening log lines and the TensorBoard writer."""
+    if run.rank != 0:
+        return
+    run.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.out / "config.json", json.dumps(to_dict(run.cfg), indent=2) + "\n")
+    log.debug("config:\n%s", describe(run.cfg))
+    log.info("%d training objects, %d validation objects, positive ratio r = %.4f, initial s = %s",
+             len(objects.train_ids), len(objects.val_ids), run.ratio, run.s_schedule.s)
+    from torch.utils.tensorboard import SummaryWriter
+
+    run.writer = SummaryWriter(str(run.out / "tensorboard"))
+
+
+def _feed(run: _Run, data: Path, objects: _Objects) -> _Feed:
+    """The network to step (DDP on several processes), this process's batches and the validation points."""
+    cfg, device = run.cfg, run.device
+    net = run.model
+    if run.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = TrainingSamples(data, train_ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed, held_out)
-    sampler = EpochBatches(len(train_ids), cfg.data.batch_size, cfg.data.repeats, cfg.seed, rank, world)
+            run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    dataset = TrainingSamples(data, objects.train_ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed,
+                              objects.held_out)
+    sampler = EpochBatches(len(objects.train_ids), cfg.data.batch_size, cfg.data.repeats, cfg.seed, run.rank,
+                           run.world)
     loader = make_loader(dataset, sampler, cfg.data.num_workers)
-    val = ValidationSet(cache, val_ids, held_out or cfg.data.val_points, cfg.data.val_views, cfg.data.views,
-                        cfg.seed, on=cfg.data.val_on, held_out=held_out > 0)
+    val = ValidationSet(run.cache, objects.val_ids, objects.held_out or cfg.data.val_points, cfg.data.val_views,
+                        cfg.data.views, cfg.seed, on=cfg.data.val_on, held_out=objects.held_out > 0)
     if len(sampler) == 0:
-        raise ValueError(f"{data}: {len(train_ids)} training objects x {cfg.data.repeats} repeats give no batch of "
-                         f"{cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")
+        raise ValueError(f"{data}: {len(objects.train_ids)} training objects x {cfg.data.repeats} repeats give no "
+                         f"batch of {cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")
+    return _Feed(net, sampler, loader, val)
 
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        sampler.set_epoch(epoch)
-        net.train()
-        t0 = time.monotonic()
-        loss_sum, n_steps, n_samples = 0.0, 0, 0
-        counts = torch.zeros(3, dtype=torch.float64, device=device)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress or rank != 0,
-                   **bar_options(total=len(sampler), leave=False))
-        for step, batch in enumerate(bar):
-            b = _to_device(batch, device, cfg.data.image_size)
-            target = label_v(b["udf"], b["inside"], s_schedule.s, lc.d_star)  # on the device, at batch time
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net(b["images"], b["points"], b["K"], b["Rt"])
-            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-            value = _all_reduce(loss.detach().clone(), world) / world
-            if not torch.isfinite(value) or value.item() > cfg.optim.max_loss:
-                kept = f"{last} of epoch {epoch}" if epoch > 0 else "no checkpoint (none was written yet)"
-                raise TrainingDiverged(f"loss {value.item():.4g} at epoch {epoch + 1}, step {step + 1} "
-                                       f"(limit optim.max_loss = {cfg.optim.max_loss}); stopped, keeping {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += value.item()
-            n_steps += 1
-            n_samples += b["points"].shape[0] * world
-            counts += _counts(logits.detach(), b["inside"])
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{value.item():.4f}", s="bin" if s_schedule.s is None else f"{s_schedule.s:.3f}")
-        bar.close()
-        seconds = time.monotonic() - t0
-        train_scores = _scores(_all_reduce(counts, world).cpu())
-        val_scores = evaluate(model, val, cfg, device, rank, world)
-        s_used = s_schedule.s
-        change = s_schedule.end_of_epoch(epoch, val_scores["f1"])
-        row = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_steps), "train_f1": train_scores["f1"],
-               "val_f1": val_scores["f1"], "val_precision": val_scores["precision"],
-               "val_recall": val_scores["recall"], "val_iou": val_scores["iou"], "s": s_used,
-               "lr": optimizer.param_groups[-1]["lr"], "samples_per_s": n_samples / max(seconds, 1e-9),
-               "seconds": seconds}
-        history.append(row)
-        improved = val_scores["f1"] > best_val_f1
-        best_val_f1 = max(best_val_f1, val_scores["f1"])
-        if rank == 0:
-            log.info("epoch %d/%d: loss %.4f, train F1 %.4f, val F1 %.4f (P %.3f R %.3f IoU %.3f), s %s, "
-                     "%.0f samples/s", epoch + 1, cfg.optim.epochs, row["loss"], row["train_f1"], row["val_f1"],
-                     row["val_precision"], row["val_recall"], row["val_iou"],
-                     "binary" if s_used is None else f"{s_used:.4f}", row["samples_per_s"])
-            if change is not None:
-                log.info("s changed after epoch %d: validation F1 %.4f, s %.4f -> %.4f",
-                         epoch + 1, change.f1, change.old_s, change.new_s)
-            payload = {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scaler": scaler.state_dict(), "s_schedule": s_schedule.state_dict(), "epoch": epoch,
-                       "best_val_f1": best_val_f1, "history": history, "rng": rng_state(),
-                       "positive_ratio": ratio, "data": identity["path"], "data_identity": identity}
-            save_checkpoint(last, payload)
-            if improved:
-                save_checkpoint(out / BEST, payload)
-            _write_metrics(out, history)
-            _plot(out, history)
-            for key in ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s"):
-                writer.add_scalar(key, row[key], epoch + 1)
-            if s_used is not None:
-                writer.add_scalar("s", s_used, epoch + 1)
-            writer.flush()
-        if world > 1:
-            import torch.distributed as dist
 
-            dist.barrier()  # nobody starts the next epoch before rank 0's checkpoint is on disk
-    if writer is not None:
-        writer.close()
-    return RunSummary(epochs=epoch + 1, best_val_f1=best_val_f1, final_s=s_schedule.s,
-                      seconds=time.monotonic() - started, out=out, model=model, trained=epoch + 1 - start_epoch)
+def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str, float]:
+    """One pass over this epoch's batches: labels v(d, s) on the device, BCE on the logits, one Adam step per
+    batch; a non-finite or exploded loss raises TrainingDiverged. Returns the epoch's loss (mean of the
+    batches'), train F1, samples/s (all processes) and seconds."""
+    from tqdm import tqdm
+
+    from common.progress import bar_options
+
+    cfg, device, world, s_schedule = run.cfg, run.device, run.world, run.s_schedule
+    feed.sampler.set_epoch(epoch)
+    feed.net.train()
+    t0 = time.monotonic()
+    loss_sum, n_steps, n_samples = 0.0, 0, 0
+    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    bar = tqdm(feed.loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress or run.rank != 0,
+               **bar_options(total=len(feed.sampler), leave=False))
+    for step, batch in enumerate(bar):
+        b = _to_device(batch, device, cfg.data.image_size)
+        target = label_v(b["udf"], b["inside"], s_schedule.s, cfg.labels.d_star)  # on the device, at batch time
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+            logits = feed.net(b["images"], b["points"], b["K"], b["Rt"])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        value = _all_reduce(loss.detach().clone(), world) / world
+        if not torch.isfinite(value) or value.item() > cfg.optim.max_loss:
+            kept = f"{run.out / LAST} of epoch {epoch}" if epoch > 0 else "no checkpoint (none was written yet)"
+            raise TrainingDiverged(f"loss {value.item():.4g} at epoch {epoch + 1}, step {step + 1} "
+                                   f"(limit optim.max_loss = {cfg.optim.max_loss}); stopped, keeping {kept}")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        loss_sum += value.item()
+        n_steps += 1
+        n_samples += b["points"].shape[0] * world
+        counts += _counts(logits.detach(), b["inside"])
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{value.item():.4f}", s="bin" if s_schedule.s is None else f"{s_schedule.s:.3f}")
+    bar.close()
+    seconds = time.monotonic() - t0
+    train_scores = _scores(_all_reduce(counts, world).cpu())
+    return {"loss": loss_sum / max(1, n_steps), "train_f1": train_scores["f1"],
+            "samples_per_s": n_samples / max(seconds, 1e-9), "seconds": seconds}
+
+
+def _end_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float]) -> None:
+    """Validation F1, the s schedule's step, the epoch's metrics row; then rank 0 logs it and writes
+    last.ckpt (best.ckpt when val F1 improved), metrics.csv, curves.png and TensorBoard, and every process
+    waits for it."""
+    cfg = run.cfg
+    val_scores = evaluate(run.model, feed.val, cfg, run.device, run.rank, run.world)
+    s_used = run.s_schedule.s
+    change = run.s_schedule.end_of_epoch(epoch, val_scores["f1"])
+    row = {"epoch": epoch + 1, "loss": trained["loss"], "train_f1": trained["train_f1"],
+           "val_f1": val_scores["f1"], "val_precision": val_scores["precision"],
+           "val_recall": val_scores["recall"], "val_iou": val_scores["iou"], "s": s_used,
+           "lr": run.optimizer.param_groups[-1]["lr"], "samples_per_s": trained["samples_per_s"],
+           "seconds": trained["seconds"]}
+    run.history.append(row)
+    improved = val_scores["f1"] > run.best_val_f1
+    run.best_val_f1 = max(run.best_val_f1, val_scores["f1"])
+    run.epochs = epoch + 1
+    if run.rank == 0:
+        log.info("epoch %d/%d: loss %.4f, train F1 %.4f, val F1 %.4f (P %.3f R %.3f IoU %.3f), s %s, "
+                 "%.0f samples/s", epoch + 1, cfg.optim.epochs, row["loss"], row["train_f1"], row["val_f1"],
+                 row["val_precision"], row["val_recall"], row["val_iou"],
+                 "binary" if s_used is None else f"{s_used:.4f}", row["samples_per_s"])
+        if change is not None:
+            log.info("s changed after epoch %d: validation F1 %.4f, s %.4f -> %.4f",
+                     epoch + 1, change.f1, change.old_s, change.new_s)
+        payload = {"config": to_dict(cfg), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                   "scaler": run.scaler.state_dict(), "s_schedule": run.s_schedule.state_dict(), "epoch": epoch,
+                   "best_val_f1": run.best_val_f1, "history": run.history, "rng": rng_state(),
+                   "positive_ratio": run.ratio, "data": run.identity["path"], "data_identity": run.identity}
+        save_checkpoint(run.out / LAST, payload)
+        if improved:
+            save_checkpoint(run.out / BEST, payload)
+        _write_metrics(run.out, run.history)
+        _plot(run.out, run.history)
+        for key in ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s"):
+            run.writer.add_scalar(key, row[key], epoch + 1)
+        if s_used is not None:
+            run.writer.add_scalar("s", s_used, epoch + 1)
+        run.writer.flush()
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # nobody starts the next epoch before rank 0's checkpoint is on disk
+
+
+def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bool = False,
+                 progress: bool = True) -> RunSummary:
+    """Train on the store at `data`, writing the run folder `out` (see docs/TRAINING.md); returns the summary.
+
+    resume=True continues from out/last.ckpt (model, optimiser, s state, epoch, RNG); the config must match
+    the checkpoint's except for the fields in config.RESUMABLE_FIELDS (e.g. more epochs), and `data` must hold
+    the same dataset and objects (trainer.data.store_identity; the store may have moved). A run that already
+    has optim.epochs epochs trains nothing and writes nothing (summary.trained == 0).
+    """
+    validate(cfg)
+    started = time.monotonic()
+    data, out = Path(data), Path(out)
+    rank, world, local_rank = _distributed(cfg.device)
+    device = resolve_device(cfg.device, local_rank)
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)  # the model's initial weights are the first draw
+
+    store = open_store(data)
+    objects = _select(cfg, store, data)
+    identity, payload = _check_run_folder(cfg, store, objects, out, resume, device)
+    run = _build(cfg, data, out, device, rank, world, objects, identity, resume)
+    if payload is not None:
+        _restore(run, payload)
+        if run.start_epoch >= cfg.optim.epochs:
+            return run.summary(started)
+        log.info("resuming %s at epoch %d (s = %s)", out, run.start_epoch + 1, run.s_schedule.s)
+    _open_run_folder(run, objects)
+    feed = _feed(run, data, objects)
+    for epoch in range(run.start_epoch, cfg.optim.epochs):
+        _end_epoch(run, feed, epoch, _train_epoch(run, feed, epoch, progress))
+    if run.writer is not None:
+        run.writer.close()
+    return run.summary(started)
