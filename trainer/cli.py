@@ -37,7 +37,7 @@ def train(
     """
     import logging
 
-    from trainer.config import override
+    from trainer.config import apply, parse_assignments
     from trainer.config import preset as make_preset
     from trainer.loop import run_training
 
@@ -48,7 +48,9 @@ def train(
         "data.points_per_sample": points, "data.num_workers": workers, "optim.lr": lr, "device": device,
         "seed": seed, "model.pretrained": True if pretrained else None,
     }
-    override(cfg, [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_))
+    # the typed options as they are, then --set read by each field's type; one validation of the result, so a
+    # --set may still correct an option, and the later of the two wins
+    apply(cfg, {k: v for k, v in options.items() if v is not None} | parse_assignments(list(set_)))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run_training(cfg, data, out, resume=resume, progress=not quiet)

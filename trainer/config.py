@@ -119,9 +119,13 @@ class TrainConfig:
     """A whole training run."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """the batches: splits, objects, views, points per sample, image size, validation points"""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """the networks: feature extractor, projection, point frame, decoder widths"""
     labels: LabelConfig = field(default_factory=LabelConfig)
+    """the label v(d, s) and the schedule of s"""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Adam, epochs, mixed precision and the divergence limit"""
     seed: int = 0
     """seed of every random choice (views, point subsets, order, initial weights)"""
     device: str = "auto"
@@ -183,15 +187,13 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Inverse of to_dict; unknown keys are an error (a config from another version of this code)."""
     cfg = TrainConfig()
+    flat = {}
     for section, sub in values.items():
-        current = getattr(cfg, section, None)
-        if dataclasses.is_dataclass(current):
-            for key, value in sub.items():
-                _set(cfg, f"{section}.{key}", value)
+        if dataclasses.is_dataclass(getattr(cfg, section, None)):
+            flat.update({f"{section}.{key}": value for key, value in sub.items()})
         else:
-            _set(cfg, section, sub)
-    validate(cfg)
-    return cfg
+            flat[section] = sub
+    return apply(cfg, flat)
 
 
 def _field_type(obj: Any, name: str) -> Any:
@@ -202,17 +204,20 @@ def _field_type(obj: Any, name: str) -> Any:
     return hints[name]
 
 
-def _coerce(type_str: str, value: Any, key: str) -> Any:
-    if isinstance(value, str) and type_str == "bool" and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        value = value.lower() in ("true", "1", "yes")
-    elif isinstance(value, str) and not type_str.startswith("str"):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            if type_str.startswith("tuple"):  # a,b,c without brackets
-                value = tuple(v.strip() for v in value.split(",") if v.strip())
-            else:
-                raise ValueError(f"config {key}: cannot read {value!r} as {type_str}") from None
+def _leaf(cfg: TrainConfig, key: str) -> tuple[Any, str, str]:
+    """(the dataclass holding the dotted key's field, the field's name, its type as annotated, e.g. "int")."""
+    parts = key.split(".")
+    obj = cfg
+    for part in parts[:-1]:
+        if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
+            raise ValueError(f"unknown config section {part!r} in {key!r}")
+        obj = getattr(obj, part)
+    return obj, parts[-1], str(_field_type(obj, parts[-1]))
+
+
+def _typed(type_str: str, value: Any, key: str) -> Any:
+    """`value` checked against the field's type, never parsed ("5" is no int); an int is a float's number and
+    a list a tuple's items (JSON has neither distinction)."""
     if type_str == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"config {key}: expected true/false, got {value!r}")
@@ -225,6 +230,32 @@ def _coerce(type_str: str, value: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"config {key}: expected a number, got {value!r}")
         return float(value)
+    if type_str == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"config {key}: expected a string, got {value!r}")
+        return value
+    if type_str.startswith("tuple"):
+        inner = int if "int" in type_str else str
+        if not isinstance(value, list | tuple) or any(isinstance(v, bool) or not isinstance(v, inner) for v in value):
+            raise ValueError(f"config {key}: expected {type_str}, got {value!r}")
+        return tuple(value)
+    raise ValueError(f"config {key}: unsupported type {type_str}")
+
+
+def _parse(type_str: str, text: str, key: str) -> Any:
+    """The value a `--set` text stands for, read by the field's type: a str field takes the text as it is, a
+    bool true/false/yes/no/1/0, anything else a Python literal (a tuple also `a,b,c` without brackets, or one
+    item alone)."""
+    if type_str == "str":
+        return text
+    if type_str == "bool" and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return text.lower() in ("true", "1", "yes")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if not type_str.startswith("tuple"):
+            raise ValueError(f"config {key}: cannot read {text!r} as {type_str}") from None
+        value = tuple(v.strip() for v in text.split(",") if v.strip())
     if type_str.startswith("tuple"):
         items = value if isinstance(value, list | tuple) else (value,)
         inner = int if "int" in type_str else str
@@ -232,31 +263,36 @@ def _coerce(type_str: str, value: Any, key: str) -> Any:
             return tuple(inner(v) for v in items)
         except ValueError:
             raise ValueError(f"config {key}: expected {type_str}, got {value!r}") from None
-    if type_str == "str":
-        return str(value)
-    raise ValueError(f"config {key}: unsupported type {type_str}")
+    return value
 
 
-def _set(cfg: TrainConfig, key: str, value: Any) -> None:
-    parts = key.split(".")
-    obj = cfg
-    for part in parts[:-1]:
-        if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
-            raise ValueError(f"unknown config section {part!r} in {key!r}")
-        obj = getattr(obj, part)
-    type_str = str(_field_type(obj, parts[-1]))
-    setattr(obj, parts[-1], _coerce(type_str, value, key))
+def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """Set dotted fields to typed values in place, e.g. `{"optim.epochs": 5, "model.extractor": "fpn"}`, then
+    validate. Each value must already have its field's type (a str for an int field is refused, naming the
+    field); nothing is parsed. Returns cfg."""
+    for key, value in values.items():
+        obj, name, type_str = _leaf(cfg, key)
+        setattr(obj, name, _typed(type_str, value, key))
+    validate(cfg)
+    return cfg
 
 
-def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
-    """Apply `section.field=value` strings (e.g. `model.extractor=multilevel`, `data.views=0,3`) in place."""
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`section.field=value` texts (`--set`) -> {dotted key: value of the field's type} for apply; a key given
+    twice keeps its last value."""
+    values: dict[str, Any] = {}
     for item in assignments:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form section.field=value")
-        key, value = item.split("=", 1)
-        _set(cfg, key.strip(), value.strip())
-    validate(cfg)
-    return cfg
+        key, text = (part.strip() for part in item.split("=", 1))
+        values[key] = _parse(_leaf(TrainConfig(), key)[2], text, key)
+    return values
+
+
+def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """Apply `section.field=value` texts (e.g. `model.extractor=multilevel`, `data.views=0,3`) in place: each
+    text is read by its field's type (parse_assignments), then set through apply."""
+    return apply(cfg, parse_assignments(assignments))
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -72,3 +72,34 @@ def test_predictor_errors(run_dir, tmp_path):
     predictor = load_predictor(run_dir / "last.ckpt")
     with pytest.raises(ValueError, match="uint8 image"):
         predictor.field(np.zeros((8, 8), np.uint8), np.eye(3), np.zeros((3, 4)))
+
+
+def test_cli_options_reach_the_config_typed(monkeypatch, tmp_path):
+    """A typed option goes to config.apply as the value typer made (no "k=v" text in between); --set is text,
+    read by the field's type, and wins over an option for the same field."""
+    import trainer.config
+    import trainer.loop
+
+    applied, trained = [], []
+    real_apply = trainer.config.apply
+
+    def spy_apply(cfg, values):
+        applied.append(values)
+        return real_apply(cfg, values)
+
+    def no_training(cfg, data, out, **kwargs):
+        trained.append(cfg)
+        return trainer.loop.RunSummary(epochs=0, best_val_f1=0.0, final_s=None, seconds=0.0, out=out)
+
+    monkeypatch.setattr(trainer.config, "apply", spy_apply)
+    monkeypatch.setattr(trainer.loop, "run_training", no_training)
+    result = CliRunner().invoke(app, ["--data", str(tmp_path), "--out", str(tmp_path / "r"), "--preset", "cpu-test",
+                                      "--epochs", "3", "--lr", "0.30000000000000004", "--extractor", "global",
+                                      "--pretrained", "--set", "data.views=0,3", "--set", "optim.epochs=4"])
+    assert result.exit_code == 0, result.output
+    (values,) = applied
+    assert values["optim.lr"] == 0.1 + 0.2 and type(values["optim.lr"]) is float
+    assert values["model.extractor"] == "global" and values["model.pretrained"] is True
+    assert values["data.views"] == (0, 3) and values["optim.epochs"] == 4  # --set, parsed, over --epochs 3
+    (cfg,) = trained
+    assert cfg.optim.lr == 0.1 + 0.2 and cfg.optim.epochs == 4 and cfg.data.views == (0, 3)
