@@ -56,7 +56,8 @@ def evaluate(
 
     import torch
 
-    from evaluation.runner import EvalConfig, evaluate_store
+    from evaluation.config import EvalConfig
+    from evaluation.runner import evaluate_store
     from inference.predictor import load_predictor
     from pipeline.schema import open_store
 

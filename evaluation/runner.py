@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,11 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.errors import first_line
 from evaluation import metrics
+from evaluation.config import EvalConfig
 from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.report import category_table, write_metrics_csv, write_report, write_table
-from inference.extract_mesh import DEFAULT_BATCH, THRESHOLD, CountingField, Extraction, Field, extract_mesh
-from inference.mesh_io import check_formats, write_mesh
+from inference.extract_mesh import THRESHOLD, CountingField, Extraction, Field, extract_mesh
+from inference.mesh_io import write_mesh
 from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
 from pipeline.schema import REFERENCE_ARRAYS, Store
 
@@ -50,31 +51,6 @@ def select_objects(store, object_ids: list[str], config: EvalConfig) -> list[str
                 kept.append(o)
         object_ids = kept
     return object_ids if config.limit is None else object_ids[: config.limit]
-
-
-@dataclass
-class EvalConfig:
-    """What `aps eval` does per object; defaults follow the paper (256^3 grid, threshold 0.5)."""
-
-    split: str = "test"  # which split's objects to evaluate
-    view: int = 0  # index of the stored view used as the single input image
-    resolution: int = 256  # grid cells per axis of the extraction (paper: 256^3)
-    coarse: int | None = 32  # first grid of the coarse-to-fine extraction; None: dense grid
-    batch_size: int = DEFAULT_BATCH  # points per field call
-    formats: tuple[str, ...] = ("ply",)  # mesh files to write, among MESH_FORMATS
-    original_units: bool = False  # also write meshes mapped back with the stored scale and center
-    silhouette_views: int = 8  # stored views (evenly spaced) compared by silhouette IoU
-    n_samples: int = metrics.N_SURFACE_SAMPLES  # points sampled on the predicted mesh
-    tau: float = metrics.FSCORE_TAU  # F-score threshold, normalised units
-    picture_scale: int = 2  # pictures are rendered at this multiple of the stored image size
-    limit: int | None = None  # evaluate only the first N objects of the split (after the two below)
-    objects: tuple[str, ...] = ()  # evaluate only these object ids (of the split)
-    per_category: int | None = None  # the first N objects of each category (so a short run covers them all)
-    seed: int = 0  # seed of the surface sampling
-    extra: dict[str, str] = field(default_factory=dict)  # free-form settings echoed into the report
-
-    def __post_init__(self):
-        check_formats(self.formats)
 
 
 @dataclass

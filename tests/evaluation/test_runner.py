@@ -17,8 +17,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evaluation.cli import evaluate
+from evaluation.config import EvalConfig
 from evaluation.report import FIRST_COLUMNS
-from evaluation.runner import EvalConfig, evaluate_store
+from evaluation.runner import evaluate_store
 from inference.extract_mesh import grid_spacing
 from pipeline.schema import open_store
 from pipeline.stages.distances import winding_number
@@ -118,7 +119,7 @@ def test_failures_are_scored_and_reported_not_raised(eval_store, tmp_path):
 def test_object_selection_per_category_by_id_and_limit(demo_store):
     from collections import Counter
 
-    from evaluation.runner import EvalConfig, select_objects
+    from evaluation.runner import select_objects
     from pipeline.schema import open_store
 
     store = open_store(demo_store)

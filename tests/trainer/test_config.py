@@ -57,3 +57,13 @@ def test_from_dict_round_trips_every_preset():
     for name in ("paper", "cpu-demo", "cpu-test"):
         cfg = preset(name)
         assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_every_train_config_field_has_a_docstring():
+    import dataclasses
+
+    from trainer.config import DataConfig, LabelConfig, ModelConfig, OptimConfig, TrainConfig, field_docs
+
+    for cls in (DataConfig, ModelConfig, LabelConfig, OptimConfig, TrainConfig):
+        docs = field_docs(cls)
+        assert [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)] == [], cls.__name__
