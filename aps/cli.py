@@ -23,8 +23,8 @@ app = typer.Typer(
 
 def _register() -> None:
     from evaluation.cli import evaluate
-    from evaluation.reconstruct_cli import reconstruct
     from pipeline.cli import preprocess
+    from reconstruct.cli import reconstruct
     from trainer.cli import train
 
     app.command("preprocess", no_args_is_help=True)(preprocess)

@@ -1,7 +1,7 @@
 """`aps reconstruct` on real renders of a real part: the photo paths must lose little against the eval path.
 
 Truth and predictions are compared in the photo's output frame (x right, y up, z to the viewer): the true
-mesh is rotated there by R0^T R_true (evaluation.reconstruct.to_output_frame); the eval-path mesh (stored
+mesh is rotated there by R0^T R_true (reconstruct.framing.to_output_frame); the eval-path mesh (stored
 view, true K and Rt, normalised frame) is rotated the same way. The framing fixes the output's scale only up
 to the training views' spread, so every mesh is normalised to the unit cube by its own bounding box (centred,
 longest side 1) before the volumetric IoU on uniform points (winding-number inside flags).
@@ -16,20 +16,16 @@ import sys
 import numpy as np
 import pytest
 
-from evaluation.reconstruct import (
-    Framing,
-    framing_from_store,
-    load_image,
-    photo_from_render,
-    reconstruct_image,
-    to_output_frame,
-)
 from evaluation.render import load_source_mesh
 from inference.extract_mesh import extract_mesh
 from inference.predictor import load_predictor
 from pipeline.cameras import render_mesh, scale_intrinsics
 from pipeline.schema import open_store
 from pipeline.stages.distances import inside
+from reconstruct.framing import Framing, framing_from_store, to_output_frame
+from reconstruct.photos import load_image
+from reconstruct.reconstruction import reconstruct_image
+from tests.reconstruct.photos import photo_from_render
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
 VIEW = 0

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from evaluation.reconstruct import load_image, photo_from_render
 from pipeline.schema import open_store
+from reconstruct.photos import load_image
+from tests.reconstruct.photos import photo_from_render
 from trainer.config import override, preset
 from trainer.loop import run_training
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
-LIMIT = "above the limit of 50 megapixels (evaluation.reconstruct.MAX_PIXELS)"  # test_the_limit_is_... checks 50
+LIMIT = "above the limit of 50 megapixels (reconstruct.photos.MAX_PIXELS)"  # test_the_limit_is_... checks 50
 
 
 def _disc_image(mode: str, width: int, height: int) -> Image.Image:
@@ -41,7 +42,7 @@ def huge_png(tmp_path_factory):
 # Run in a fresh process so its peak resident memory (ru_maxrss) tells whether the pixels were decoded.
 MEASURE = """
 import resource, sys, time
-from evaluation.reconstruct import load_image
+from reconstruct.photos import load_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 try:
@@ -67,7 +68,7 @@ def test_a_huge_png_is_refused_from_its_header(huge_png):
 
 def test_a_phone_sized_jpeg_is_decoded_at_half_scale(tmp_path):
     """A 108 MP JPEG (12000 x 9000, as from a 100+ MP phone camera) -> 6000 x 4500 RGB, within the limit."""
-    from evaluation.reconstruct import MAX_PIXELS, read_photo
+    from reconstruct.photos import MAX_PIXELS, read_photo
 
     path = tmp_path / "phone.jpg"
     _disc_image("RGB", 12000, 9000).save(path, quality=90)
@@ -81,7 +82,7 @@ def test_a_phone_sized_jpeg_is_decoded_at_half_scale(tmp_path):
 
 
 def test_the_jpeg_reduction_picks_the_smallest_factor_that_fits(tmp_path):
-    from evaluation.reconstruct import ImageTooLarge, read_photo
+    from reconstruct.photos import ImageTooLarge, read_photo
 
     path = tmp_path / "photo.jpg"
     _disc_image("RGB", 2000, 1500).save(path)
@@ -128,10 +129,10 @@ def test_a_folder_run_reports_the_huge_image_and_goes_on(huge_png, tiny_run, dem
 def test_the_limit_is_in_the_help_and_the_docs():
     from pathlib import Path
 
-    from evaluation.reconstruct import MAX_PIXELS
-    from evaluation.reconstruct_cli import reconstruct
+    from reconstruct.cli import reconstruct
+    from reconstruct.photos import MAX_PIXELS
 
-    assert LIMIT == f"above the limit of {MAX_PIXELS / 1e6:g} megapixels (evaluation.reconstruct.MAX_PIXELS)"
+    assert LIMIT == f"above the limit of {MAX_PIXELS / 1e6:g} megapixels (reconstruct.photos.MAX_PIXELS)"
     stated = f"{MAX_PIXELS / 1e6:g} megapixels"
     assert stated in " ".join(reconstruct.__doc__.split())
     assert stated in (Path(__file__).parents[2] / "docs" / "RECONSTRUCT.md").read_text()

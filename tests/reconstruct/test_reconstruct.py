@@ -8,17 +8,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from evaluation.reconstruct import (
-    R0,
-    NoObjectFound,
-    canonical_camera,
-    find_object,
-    frame_object,
-    load_image,
-    scale_to_size,
-    to_output_frame,
-)
 from pipeline.cameras import project
+from reconstruct.framing import R0, canonical_camera, frame_object, to_output_frame
+from reconstruct.photos import load_image
+from reconstruct.reconstruction import scale_to_size
+from reconstruct.segmentation import NoObjectFound, find_object
 
 
 def disc_photo(h=240, w=360, centre=(100.0, 230.0), radius=40.0, noise=10.0, seed=0):
@@ -172,8 +166,9 @@ def test_load_image_reads_cutouts_and_refuses_other_files(tmp_path):
 
 
 def test_greyscale_training_views_turn_photos_grey(demo_store):
-    from evaluation.reconstruct import framing_from_store, to_greyscale
     from pipeline.schema import open_store
+    from reconstruct.framing import framing_from_store
+    from reconstruct.photos import to_greyscale
 
     assert not framing_from_store(open_store(demo_store)).greyscale  # rendered views are coloured
     rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 128], [10, 20, 30, 0]]], np.uint8)

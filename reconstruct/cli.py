@@ -1,4 +1,9 @@
-"""`aps reconstruct`: photos of objects -> one mesh, one preview and one metadata file per photo."""
+"""`aps reconstruct`: photos of objects -> one mesh, one preview and one metadata file per photo.
+
+The files and the loop: which photos (a file, or a folder's visible files), the checkpoint and the training
+store's framing, one photo's failure reported in one line while the others go on; the work is the pure
+functions of the rooms below (photos, framing, reconstruction, preview).
+"""
 
 from __future__ import annotations
 
@@ -64,20 +69,14 @@ def reconstruct(
 
     from common.atomic import atomic_write_text
     from common.progress import bar_options
-    from evaluation.reconstruct import (
-        RECONSTRUCT_VERSION,
-        Framing,
-        framing_from_store,
-        metadata,
-        read_photo,
-        reconstruct_image,
-        scale_to_size,
-    )
-    from evaluation.reconstruct import preview as draw_preview
     from evaluation.render import save_png
     from inference.mesh_io import check_formats, write_mesh
     from inference.predictor import load_predictor
     from pipeline.schema import open_store
+    from reconstruct.framing import Framing, framing_from_store
+    from reconstruct.photos import read_photo
+    from reconstruct.preview import preview as draw_preview
+    from reconstruct.reconstruction import RECONSTRUCT_VERSION, metadata, reconstruct_image, scale_to_size
 
     check_formats(formats)
     if size is not None and size <= 0:

@@ -1,0 +1,57 @@
+"""The preview of one reconstruction: a strip uint8 (tile + caption, 5 tiles, 3) of photo | mask used (+ the
+crop square) | network input | mesh from the photo's viewpoint | mesh turned about the vertical.
+
+The mesh is drawn through the canonical camera with pipeline.cameras' ray caster, and the strip composed
+with evaluation.render's picture helpers (the eval's own colours and captions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reconstruct.framing import R0
+from reconstruct.reconstruction import Reconstruction
+
+
+def _square_tile(image: np.ndarray, tile: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Letterbox an RGB image into a white tile x tile square -> (tile, scale, (dx, dy) offset)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = tile / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    canvas = Image.new("RGB", (tile, tile), "white")
+    dx, dy = (tile - nw) // 2, (tile - nh) // 2
+    canvas.paste(Image.fromarray(image).resize((nw, nh), Image.Resampling.LANCZOS), (dx, dy))
+    return np.asarray(canvas), scale, (dx, dy)
+
+
+def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg: float = 50.0) -> np.ndarray:
+    """Strip (tile + caption, 5 tiles, 3) uint8: photo | mask used (+ the crop square) | network input |
+    mesh from the photo's viewpoint (the canonical camera) | mesh turned by turn_deg about the vertical."""
+    from PIL import Image, ImageDraw
+
+    from evaluation.render import PRED_COLOR, compose_strip, rgba_on_white
+    from pipeline.cameras import render_mesh, scale_intrinsics
+
+    photo = rgba_on_white(image)
+    photo_tile, scale, (dx, dy) = _square_tile(photo, tile)
+    shown = photo.copy()
+    shown[~result.object_mask.mask] = (0.35 * shown[~result.object_mask.mask] + 0.65 * 170).astype(np.uint8)
+    mask_tile = Image.fromarray(_square_tile(shown, tile)[0])
+    x0, y0, side = result.framed.crop
+    ImageDraw.Draw(mask_tile).rectangle([dx + x0 * scale, dy + y0 * scale, dx + (x0 + side) * scale,
+                                         dy + (y0 + side) * scale], outline=(220, 40, 40), width=2)
+    size = result.framed.rgba.shape[0]
+    K = scale_intrinsics(result.K, tile / size)
+    front = render_mesh(result.vertices, result.faces, K, result.Rt, tile, tile, PRED_COLOR)
+    a = np.radians(turn_deg)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    Rt_turned = np.concatenate([R0 @ turn, result.Rt[:, 3:]], axis=1)
+    side_view = render_mesh(result.vertices, result.faces, K, Rt_turned, tile, tile, PRED_COLOR)
+    empty = " (empty)" if len(result.faces) == 0 else ""
+    return compose_strip(
+        [photo_tile, np.asarray(mask_tile), rgba_on_white(result.framed.rgba), rgba_on_white(front),
+         rgba_on_white(side_view)],
+        ["photo", f"mask ({result.object_mask.method}) + crop", "network input",
+         f"mesh, photo's view{empty}", f"mesh, turned {turn_deg:.0f} deg{empty}"], tile=tile)

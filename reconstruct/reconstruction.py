@@ -1,0 +1,110 @@
+"""From one photo to a mesh: find the object, frame it as the training views were framed, reconstruct it
+through a canonical camera (docs/RECONSTRUCT.md).
+
+A photo has no known camera. The network does not need one: its decoder sees a query point in the CAMERA's
+axes (R p, centred on the object; trainer.models.network), and the feature it samples depends only on where
+the point lands in the image. So a photo is cropped and scaled until the object fills the frame as in the
+rendered training views, and then predicted through the canonical camera
+
+    K = R2N2's intrinsics for the S x S framed image,   Rt0 = [R0 | t0],  R0 = diag(1, -1, -1),  t0 = (0, 0, d0)
+
+with d0 the training views' median camera distance. The decoder then sees R0 q for an output-frame point q:
+exactly the camera-frame points it was trained on. The output frame is "as seen in the photo": x right,
+y up, z towards the viewer, centred on the object, in (approximately) the normalised frame's scale. For a
+stored view with rotation R_true, the object appears there as R0^T R_true p (p in the normalised frame).
+
+reconstruct_image chains the rooms below it (segmentation, framing, then inference's predictor and
+coarse-to-fine extraction in the box [-EXTRACT_HALF, EXTRACT_HALF]^3); metadata records what it used. Pure
+(arrays in, arrays out); reconstruct.cli reads files and writes meshes, previews and metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from inference.extract_mesh import BOX_HALF, THRESHOLD, Extraction, extract_mesh
+from reconstruct.framing import FramedView, Framing, canonical_camera, frame_object
+from reconstruct.photos import to_greyscale
+from reconstruct.segmentation import ObjectMask, find_object
+
+log = logging.getLogger(__name__)
+
+RECONSTRUCT_VERSION = "1"  # bump when the framing, camera or extraction of `aps reconstruct` changes
+
+# A rotated unit-cube object reaches sqrt(3)/2 = 0.87 from its centre in the output frame, beyond the
+# extraction box [-0.55, 0.55]^3: extract in [-EXTRACT_HALF, EXTRACT_HALF]^3 by scaling the field.
+EXTRACT_HALF = 0.9
+
+
+@dataclass
+class Reconstruction:
+    """One photo's result: mesh vertices (V, 3) float32 in the output frame (x right, y up, z to the viewer,
+    normalised scale), faces (F, 3) int64, and what was made on the way."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    object_mask: ObjectMask
+    framed: FramedView
+    K: np.ndarray
+    Rt: np.ndarray
+    extraction: Extraction
+    seconds: float
+
+
+def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing(), resolution: int = 128,
+                      coarse: int | None = 32, name: str = "image") -> Reconstruction:
+    """One photo -> a mesh in the output frame (module docstring).
+
+    predictor: inference.predictor.Predictor; image: uint8 (H, W, 3|4). The field is queried in the box
+    [-EXTRACT_HALF, EXTRACT_HALF]^3 (extract_mesh's grid scaled by EXTRACT_HALF / BOX_HALF), so the grid
+    spacing is 2 * EXTRACT_HALF / resolution output units. Raises NoObjectFound when there is no object.
+    """
+    t0 = time.perf_counter()
+    found = find_object(image, name)
+    framed = frame_object(image, found, framing.fill, framing.image_size)
+    if framing.greyscale:
+        framed = replace(framed, rgba=to_greyscale(framed.rgba))
+    K, Rt = canonical_camera(framing.image_size, framing.distance)
+    field = predictor.field(framed.rgba, K, Rt)
+    k = EXTRACT_HALF / BOX_HALF
+
+    def scaled(points: np.ndarray) -> np.ndarray:  # field'(q) = field(k q): extract_mesh's box, k times larger
+        return field(points * np.float32(k))
+
+    extraction = extract_mesh(scaled, resolution, coarse, THRESHOLD)
+    vertices = (extraction.vertices * k).astype(np.float32)
+    if extraction.status != "ok":
+        log.warning("%s: the field never crosses %.1f: empty mesh", name, THRESHOLD)
+    return Reconstruction(vertices, extraction.faces, found, framed, K, Rt, extraction,
+                          time.perf_counter() - t0)
+
+
+def scale_to_size(vertices: np.ndarray, size: float) -> np.ndarray:
+    """Scale (about the origin) so the largest side of the bounding box is `size` (e.g. millimetres)."""
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if len(vertices) == 0:
+        return vertices
+    extent = float((vertices.max(axis=0) - vertices.min(axis=0)).max())
+    return (vertices * (size / max(extent, 1e-12))).astype(np.float32)
+
+
+def metadata(result: Reconstruction, framing: Framing) -> dict:
+    """What a reconstruction used, as JSON-able values (written beside the mesh)."""
+    m, f = result.object_mask, result.framed
+    return {
+        "mask": {"method": m.method, "area_px": m.area, "area_fraction": m.area / m.mask.size,
+                 "background_rgb": m.background, "threshold": m.threshold},
+        "framing": {**asdict(framing), "crop_x0_y0_side_px": list(f.crop), "bbox_px": list(f.bbox),
+                    "touches_border": f.touches_border},
+        "canonical_camera": {"K": result.K.tolist(), "Rt": result.Rt.tolist(),
+                             "frame": "x right, y up, z towards the viewer, centred on the object"},
+        "extraction": {"resolution": result.extraction.resolution, "box_half": EXTRACT_HALF,
+                       "spacing": 2 * EXTRACT_HALF / result.extraction.resolution,
+                       "queries": result.extraction.n_queries, "status": result.extraction.status},
+        "n_vertices": len(result.vertices), "n_faces": len(result.faces),
+    }
