@@ -29,7 +29,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="any config field, repeatable: --set labels.update_every=5"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Train the single-view occupancy network on a preprocessed store (SPEC.md, "The networks").
+    """Train the single-view occupancy network on a preprocessed store (docs/METHOD.md, "The networks").
 
     Starts from a named preset (paper: ResNet-18 + FPN, 5-layer decoder, adaptive labels, Adam 1e-4, 50 epochs),
     applies the options, saves the resolved config with the run, and leaves RUN/last.ckpt (RUN/best.ckpt: best

@@ -53,7 +53,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The networks (SPEC.md, "The networks")."""
+    """The networks (docs/METHOD.md, "The networks")."""
 
     extractor: str = "fpn"
     """feature_extractor: global (one pooled vector) | multilevel (4 ResNet maps) | fpn (the paper's)"""
@@ -63,9 +63,9 @@ class ModelConfig:
     """frame of the p the decoder sees: camera (paper eq. 5: p in the camera's axes, R p, centred on the object;
     a photo of unknown pose needs no pose) | object (the normalised frame: needs the true camera at inference)"""
     fpn_channels: int = 128
-    """channels of each FPN map; z has 4x this many for fpn (512, ResNet-18's width, as SPEC's prototype)"""
+    """channels of each FPN map; z has 4x this many for fpn (512, ResNet-18's width, as the planning prototype)"""
     point_embed_dim: int = 256
-    """width of the point MLP that embeds p before the decoder (SPEC: raw p does not learn)"""
+    """width of the point MLP that embeds p before the decoder (raw p does not learn: docs/METHOD.md)"""
     decoder_hidden: int = 256
     """width of the decoder's hidden linear layers"""
     decoder_layers: int = 5
@@ -78,7 +78,7 @@ class ModelConfig:
 
 @dataclass
 class LabelConfig:
-    """The label v(d, s) and the schedule of s (SPEC.md)."""
+    """The label v(d, s) and the schedule of s (docs/METHOD.md, "The label v(d, s)", "The schedule of s")."""
 
     mode: str = "adaptive"
     """binary (v = inside) | fixed (s = s_fixed throughout) | adaptive (eq. 10-12)"""
