@@ -35,7 +35,7 @@ def manifest_with_paths(name: str, replacements: dict[str, str], tmp_path: Path)
     """A checked-in manifest with its placeholder paths set, exactly as a user edits it."""
     from pipeline.manifest import load_manifest
 
-    text = (Path(__file__).parents[2] / "manifests" / name).read_text()
+    text = (Path(__file__).parents[3] / "manifests" / name).read_text()
     for old, new in replacements.items():
         assert old in text, f"{name} has no {old}"
         text = text.replace(old, new)

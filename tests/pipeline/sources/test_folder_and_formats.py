@@ -140,10 +140,10 @@ def test_manifest_errors_name_the_file(tmp_path):
 def test_checked_in_manifests_list_real_objects():
     from pathlib import Path
 
-    demo = load_manifest(Path(__file__).parents[2] / "manifests" / "industrial-demo.toml")
+    demo = load_manifest(Path(__file__).parents[3] / "manifests" / "industrial-demo.toml")
     objects = demo.objects()
     assert len(objects) == 16
     assert [s for _, s in objects].count("test") == 2 and [s for _, s in objects].count("val") == 2
     assert all(Path(spec.source).is_file() for spec, _ in objects)
-    full = load_manifest(Path(__file__).parents[2] / "manifests" / "industrial-parts.toml").objects()
+    full = load_manifest(Path(__file__).parents[3] / "manifests" / "industrial-parts.toml").objects()
     assert len(full) > 60 and {spec.object_id for spec, _ in objects} <= {spec.object_id for spec, _ in full}

@@ -188,7 +188,7 @@ def test_a_v2_model_that_does_not_match_v1_fails_with_the_reason(shapenet_copy, 
 def test_checked_in_manifests_parse_and_only_their_paths_need_editing(name):
     from pipeline.manifest import load_manifest
 
-    path = Path(__file__).parents[2] / "manifests" / name
+    path = Path(__file__).parents[3] / "manifests" / name
     m = load_manifest(path)
     assert m.config().views.n_views == 24 and m.config().views.image_size == 137
     with pytest.raises(ManifestError, match="/path/to/"):  # the placeholder root is what a user sets
