@@ -67,6 +67,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -358,8 +359,6 @@ def writer_lock(store_path: str | os.PathLike, run_id: str) -> Iterator[None]:
         raise StoreLockedError(f"{store_path}: another `aps preprocess` is writing this store: {who}; wait for it "
                                "to finish (a store has one writer at a time)") from None
     try:
-        from datetime import UTC, datetime
-
         info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
