@@ -100,8 +100,13 @@ def verified_objects(store: Path) -> tuple[dict[str, tuple[str, int]], dict[str,
     start = time.perf_counter()
     existing: dict[str, tuple[str, int]] = {}
     damaged: dict[str, str] = {}
+    from tqdm import tqdm
+
+    from common.progress import bar_options
+
     shards = schema.shard_objects(store)
-    for shard, metas in shards.items():
+    for shard, metas in tqdm(shards.items(), desc="verify stored shards", unit="shard", disable=not shards,
+                             **bar_options(total=len(shards))):
         try:
             bad = schema.verify_shard(store, shard)
         except schema.DamagedObjectError as exc:
