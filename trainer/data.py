@@ -5,9 +5,10 @@ A training sample is one object-view: a random stored view of an object (image, 
 of its 10,000 points with their stored `udf` and `inside`. The label v(d, s) is NOT made here: the loop
 computes it on the training device at batch time (trainer.labels.label_v).
 
-Reading: every worker keeps the points/udf/inside of whole shards in memory (one read per array per shard)
-and the raw RGBA views of the objects it has touched (bounded by a byte budget); images are composited and
-resized by the training process, on its device, through prepare_view.
+Reading: every worker keeps, each under its own byte budget and least recently used first out, the points,
+udf and inside flags of the objects it has touched (in their stored uint16 form, decoded per sample) and their
+raw RGBA views; images are composited and resized by the training process, on its device, through
+prepare_view.
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.schema import N_UNIFORM, Store, open_store
+from pipeline.schema import (
+    N_UNIFORM,
+    UDF_MAX,
+    Store,
+    dequantize_points,
+    dequantize_udf,
+    open_store,
+    quantize_points,
+    quantize_udf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +68,79 @@ def prepare_view(image, K, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (x[0] if single else x), K_scaled
 
 
+class _ByteLRU:
+    """Entries in least-recently-used order under a byte budget: adding one evicts the oldest until it fits, and
+    an entry larger than the whole budget is handed back without being kept, so `nbytes <= budget` always."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.nbytes = 0
+        self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def room(self) -> int:
+        """Bytes that fit before anything is evicted."""
+        return self.budget - self.nbytes
+
+    def get(self, key: str) -> Any:
+        """The entry (now the most recently used), or None."""
+        if key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key][0]
+
+    def put(self, key: str, value: Any, nbytes: int) -> Any:
+        """Keep value under key (evicting the oldest entries as needed) and return it."""
+        if key in self._entries:
+            self.nbytes -= self._entries.pop(key)[1]
+        if nbytes <= self.budget:
+            while self.nbytes + nbytes > self.budget:
+                self.nbytes -= self._entries.popitem(last=False)[1][1]
+            self._entries[key] = (value, nbytes)
+            self.nbytes += nbytes
+        return value
+
+
+def _codes(points: np.ndarray, udf: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored uint16 codes of decoded points (..., 3) and udf (...), with inside (...) as bool. Exact: the
+    float32 a code decodes to lies within 1e-7 of its code's value, far inside the rounding interval of +-9e-6,
+    so every code comes back (tests check all 65536). The udf is clipped to UDF_MAX in float64 first: the top
+    code decodes to float32(1.2) > 1.2."""
+    return (quantize_points(points), quantize_udf(np.minimum(np.asarray(udf, np.float64), UDF_MAX)),
+            np.asarray(inside, dtype=bool))
+
+
 class ObjectCache:
-    """In-memory arrays of a store's objects, read a whole shard at a time (points/udf/inside) and one object
-    at a time (views), so that drawing a sample costs no decompression after the first touch."""
+    """A store's arrays held in memory under two byte budgets, least recently used first out: the points, udf and
+    inside flags of objects (in their stored uint16 form, 90 kB an object of 10,000 points against 170 kB
+    decoded; decoded per sample, exactly as Store.read decodes them), and all views of objects.
+
+    A point miss reads the object's whole shard (one read per array) while the shard's missing objects fit in
+    the budget's free room, as they do on a first pass over a store that fits; once the budget binds, only the
+    object (the chunk layout makes that decompress nothing else). point_cache_mb = 0 keeps nothing."""
 
     POINT_ARRAYS = ("points", "udf", "inside")
 
-    def __init__(self, store_path: str | Path, image_cache_mb: float = 2048.0):
+    def __init__(self, store_path: str | Path, image_cache_mb: float = 2048.0, point_cache_mb: float = 1024.0):
         self.store_path = Path(store_path)
         self.image_cache_bytes = int(image_cache_mb * 2**20)
+        self.point_cache_bytes = int(point_cache_mb * 2**20)
         self._store: Store | None = None
-        self._points: dict[str, dict[str, np.ndarray]] = {}
-        self._views: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
-        self._view_bytes = 0
+        self._shards: dict[str, list[str]] | None = None
+        self._points = _ByteLRU(self.point_cache_bytes)
+        self._views = _ByteLRU(self.image_cache_bytes)
+        self._object_bytes = 0  # bytes of one object's codes, known after the first read
 
     def __getstate__(self):  # workers reopen the store themselves (zarr handles do not travel well)
         state = dict(self.__dict__)
-        state.update(_store=None, _points={}, _views=OrderedDict(), _view_bytes=0)
+        state.update(_store=None, _shards=None, _points=_ByteLRU(self.point_cache_bytes),
+                     _views=_ByteLRU(self.image_cache_bytes))
         return state
 
     @property
@@ -82,36 +149,56 @@ class ObjectCache:
             self._store = open_store(self.store_path)
         return self._store
 
-    def point_arrays(self, object_id: str) -> dict[str, np.ndarray]:
-        """points float32 (10000, 3) normalised frame, udf float32 (10000,), inside bool (10000,)."""
-        if object_id not in self._points:
-            self._load_shard(self.store.location(object_id)[0])
-        return self._points[object_id]
+    def usage(self) -> dict[str, int]:
+        """What the cache holds now: point_bytes, point_objects, view_bytes, view_objects."""
+        return {"point_bytes": self._points.nbytes, "point_objects": len(self._points),
+                "view_bytes": self._views.nbytes, "view_objects": len(self._views)}
 
-    def _load_shard(self, shard: str) -> None:
+    def point_arrays(self, object_id: str, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """points float32 (R, 3) normalised frame, udf float32 (R,), inside bool (R,) of the stored rows `rows`
+        (int indices; None: all, R = 10000), new arrays equal bit for bit to what Store.read returns."""
+        points, udf, inside = self._point_codes(object_id)
+        if rows is not None:
+            points, udf, inside = points[rows], udf[rows], inside[rows]
+        return {"points": dequantize_points(points), "udf": dequantize_udf(udf), "inside": np.array(inside)}
+
+    def n_points(self, object_id: str) -> int:
+        """Stored points of an object (10000 by default)."""
+        return int(self._point_codes(object_id)[2].shape[0])
+
+    def _point_codes(self, object_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        entry = self._points.get(object_id)
+        if entry is not None:
+            return entry
+        shard = self.store.location(object_id)[0]
+        if self._shards is None:
+            self._shards = self.store.shards()
+        # the asked object goes in last: the most recently used
+        wanted = [o for o in self._shards[shard] if o not in self._points and o != object_id] + [object_id]
         try:
-            data = self.store.read_shard(shard, self.POINT_ARRAYS)
+            if self._object_bytes and len(wanted) * self._object_bytes <= self._points.room:
+                rows = [self.store.location(o)[1] for o in wanted]
+                data = {name: a[rows] for name, a in self.store.read_shard(shard, self.POINT_ARRAYS).items()}
+            else:
+                wanted = [object_id]
+                data = {name: self.store.read(object_id, name)[None] for name in self.POINT_ARRAYS}
         except KeyError as exc:
             raise KeyError(f"{self.store.path}: shard {shard} lacks a training array ({exc})") from None
-        for oid in self.store.shards()[shard]:
-            row = self.store.location(oid)[1]
-            self._points[oid] = {"points": np.asarray(data["points"][row], np.float32),
-                                 "udf": np.asarray(data["udf"][row], np.float32),
-                                 "inside": np.asarray(data["inside"][row], bool)}
+        codes = _codes(data["points"], data["udf"], data["inside"])
+        for i, oid in enumerate(wanted):  # each object its own arrays: evicting it frees them
+            entry = tuple(np.array(c[i]) for c in codes)
+            self._object_bytes = sum(c.nbytes for c in entry)
+            self._points.put(oid, entry, self._object_bytes)
+        return entry
 
     def views(self, object_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All stored views of an object: images uint8 (V, H, W, 4), K float32 (V, 3, 3), Rt float32 (V, 3, 4)."""
-        if object_id in self._views:
-            self._views.move_to_end(object_id)
-            return self._views[object_id]
+        entry = self._views.get(object_id)
+        if entry is not None:
+            return entry
         arrays = self.store.load(object_id, ["images", "K", "Rt"])
         entry = (arrays["images"], np.asarray(arrays["K"], np.float32), np.asarray(arrays["Rt"], np.float32))
-        self._views[object_id] = entry
-        self._view_bytes += entry[0].nbytes
-        while self._view_bytes > self.image_cache_bytes and len(self._views) > 1:
-            _, old = self._views.popitem(last=False)
-            self._view_bytes -= old[0].nbytes
-        return entry
+        return self._views.put(object_id, entry, sum(a.nbytes for a in entry))
 
     def n_views(self, object_id: str) -> int:
         return int(self.views(object_id)[0].shape[0])
@@ -131,13 +218,13 @@ def _collate(cache: ObjectCache, object_ids: Sequence[str], picks: list[tuple[in
     for obj, view, rows in picks:
         oid = object_ids[obj]
         imgs, K, Rt = cache.views(oid)
-        arrays = cache.point_arrays(oid)
+        arrays = cache.point_arrays(oid, rows)
         images.append(imgs[view])
         Ks.append(K[view])
         Rts.append(Rt[view])
-        points.append(arrays["points"][rows])
-        udf.append(arrays["udf"][rows])
-        inside.append(arrays["inside"][rows])
+        points.append(arrays["points"])
+        udf.append(arrays["udf"])
+        inside.append(arrays["inside"])
         index.append(obj)
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
@@ -165,17 +252,19 @@ class TrainingSamples(torch.utils.data.Dataset):
     """Map-style dataset whose items are whole batches: the sampler hands it a list of SampleKeys.
 
     held_out > 0 keeps that many stored points of every object out of training (see split_rows).
+    image_cache_mb, point_cache_mb: the byte budgets of each worker's ObjectCache.
     """
 
     def __init__(self, store_path: str | Path, object_ids: Sequence[str], points_per_sample: int,
-                 views: Sequence[int] = (), seed: int = 0, held_out: int = 0, image_cache_mb: float = 2048.0):
-        self.cache = ObjectCache(store_path, image_cache_mb)
+                 views: Sequence[int] = (), seed: int = 0, held_out: int = 0, image_cache_mb: float = 2048.0,
+                 point_cache_mb: float = 1024.0):
+        self.cache = ObjectCache(store_path, image_cache_mb, point_cache_mb)
         self.object_ids = list(object_ids)
         self.points_per_sample = points_per_sample
         self.views = tuple(views)
         self.seed = seed
         self.held_out = held_out
-        self._rows: dict[int, np.ndarray] = {}
+        self._held_out_masks: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.object_ids)
@@ -190,12 +279,24 @@ class TrainingSamples(torch.utils.data.Dataset):
             raise ValueError(f"{self.cache.store_path}: object {oid} has {n_views} views, config asks for view "
                              f"{max(allowed)}")
         view = int(allowed[rng.integers(len(allowed))])
-        if key.object_index not in self._rows:
-            n_points = self.cache.point_arrays(oid)["udf"].shape[0]
-            self._rows[key.object_index] = split_rows(n_points, self.held_out, self.seed, key.object_index)[0]
-        usable = self._rows[key.object_index]
-        rows = usable[rng.choice(len(usable), size=min(self.points_per_sample, len(usable)), replace=False)]
-        return key.object_index, view, np.sort(rows)
+        usable = self.training_rows(key.object_index)
+        n_usable = self.cache.n_points(oid) if usable is None else len(usable)
+        rows = rng.choice(n_usable, size=min(self.points_per_sample, n_usable), replace=False)
+        return key.object_index, view, np.sort(rows if usable is None else usable[rows])
+
+    def training_rows(self, object_index: int) -> np.ndarray | None:
+        """split_rows' training rows of an object; None when nothing is held out (all rows). Each object's held-out
+        rows are remembered as a bit mask (n_points / 8 bytes: 44 MB for 35k objects, where the rows themselves
+        took 80 kB an object)."""
+        if self.held_out == 0:
+            return None
+        n_points = self.cache.n_points(self.object_ids[object_index])
+        mask = self._held_out_masks.get(object_index)
+        if mask is None:
+            held = np.zeros(n_points, bool)
+            held[split_rows(n_points, self.held_out, self.seed, object_index)[1]] = True
+            mask = self._held_out_masks[object_index] = np.packbits(held)
+        return np.flatnonzero(np.unpackbits(mask, count=n_points) == 0)
 
     def __getitem__(self, keys: list[SampleKey]) -> dict:
         return _collate(self.cache, self.object_ids, [self.draw(k) for k in keys])
@@ -262,7 +363,7 @@ class ValidationSet:
         for obj, oid in enumerate(self.object_ids):
             allowed = tuple(views) or tuple(range(cache.n_views(oid)))
             chosen = sorted({allowed[int(i)] for i in np.linspace(0, len(allowed) - 1, max(1, n_views))})
-            n_all = cache.point_arrays(oid)["udf"].shape[0]
+            n_all = cache.n_points(oid)
             rows = split_rows(n_all, min(n_points, n_all), seed, obj)[1]
             if on == "uniform":
                 first_uniform = n_all - n_uniform
@@ -279,9 +380,20 @@ class ValidationSet:
 
 
 def positive_ratio(cache: ObjectCache, object_ids: Sequence[str]) -> float:
-    """r of eq. 12: the fraction of inside points over all stored points of the training objects."""
-    inside = sum(int(cache.point_arrays(o)["inside"].sum()) for o in object_ids)
-    total = sum(int(cache.point_arrays(o)["inside"].size) for o in object_ids)
+    """r of eq. 12: the fraction of inside points over all stored points of the training objects.
+
+    Reads the inside flags shard by shard from the store, past the cache: one pass over every training object
+    would otherwise fill the cache with whatever came last."""
+    store = cache.store
+    rows_of: dict[str, list[int]] = {}
+    for oid in object_ids:
+        shard, row = store.location(oid)
+        rows_of.setdefault(shard, []).append(row)
+    inside = total = 0
+    for shard, rows in rows_of.items():
+        flags = store.read_shard(shard, ["inside"])["inside"][rows]
+        inside += int(flags.sum())
+        total += int(flags.size)
     if total == 0:
         raise ValueError(f"{cache.store_path}: no training points")
     return inside / total
