@@ -1,18 +1,36 @@
 """Throughput of the train stage: the data loader alone (zarr -> batch tensors, 1 and 2 workers), the training
-step alone, and their ratio (> 1: the loader keeps up with the step).
+step alone, and their ratio (> 1: the loader keeps up with the step); with --objects, the loader on a store of
+that many objects, with the point cache as it was and as it is.
 
     python benchmarks/bench_train.py --data data/industrial-demo [--preset paper] [--batches 60]
+    python benchmarks/bench_train.py --data data/industrial-demo --objects 4096 [--store PATH]
+        [--point-cache-mb 1024 128] [--workers 2]
 
 A sample is one object-view with its points (2048 in the paper preset). The loader figures exclude the first
 pass over the objects (the per-worker caches fill then: one read per shard, one per object's views).
+
+--objects N builds a store of N objects in --store (or reuses the one there): copies of the training objects of
+--data under new ids, written through pipeline.schema, so it reads as preprocess's stores read (checksums and
+all); preprocessing thousands of meshes would take hours here. It then times one epoch (every object once:
+the caches fill) and --batches batches of the next, and prints each loader worker's peak RSS and what its
+caches hold, for the reader at each --point-cache-mb and for the earlier one (every shard a worker touched
+kept decoded, and the rows of every object, without bound), emulated here by UnboundedSamples. With glibc's
+defaults the RSS figures vary by a GB from run to run (heap fragmentation); MALLOC_MMAP_THRESHOLD_=131072 in
+the environment takes that out.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from trainer.data import ObjectCache, TrainingSamples, split_rows
 
 
 def loader_rate(data: str, cfg, workers: int, batches: int) -> float:
@@ -74,6 +92,156 @@ def step_rate(data: str, cfg, steps: int, device: torch.device) -> float:
     return steps * batch["points"].shape[0] / (time.perf_counter() - t0)
 
 
+def copies_store(source: str, path: Path, n_objects: int, split: str, shard_size: int = 16) -> Path:
+    """A complete store of n_objects: the objects of `source`'s split, copied round-robin under new ids (all in
+    the train split), shard_size a shard (preprocess's default). Reused when `path` already holds one like it;
+    any other folder there is refused, never deleted."""
+    from pipeline import schema
+
+    src = schema.open_store(source)
+    dataset = f"{src.attrs.get('dataset', 'store')}-x{n_objects}"
+    if path.exists():
+        try:
+            have = schema.open_store(path)
+        except schema.StoreError as exc:
+            raise SystemExit(f"{path}: exists and is not a complete store ({exc}); give --store a new folder") from None
+        if have.attrs.get("dataset") != dataset or len(have) != n_objects:
+            raise SystemExit(f"{path}: holds {have.attrs.get('dataset')!r} ({len(have)} objects), not {dataset!r}; "
+                             "give --store a new folder")
+        print(f"reusing {path}: {n_objects} objects")
+        return path
+    originals = []
+    for oid in src.split(split):
+        a = src.load(oid, schema.TRAINING_ARRAYS)
+        arrays = {name: a[name] for name in schema.TRAINING_ARRAYS}
+        arrays.update(points=schema.quantize_points(a["points"]), udf=schema.quantize_udf(a["udf"]))  # as stored
+        originals.append((src.info(oid), arrays))
+    if not originals:
+        raise SystemExit(f"{source}: no objects in split {split!r} to copy")
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    schema.init_store(path, dataset, src.params, src.attrs.get("code_version", ""))
+    index, t0 = {}, time.perf_counter()
+    for k, start in enumerate(range(0, n_objects, shard_size)):
+        records = []
+        for i in range(start, min(start + shard_size, n_objects)):
+            info, arrays = originals[i % len(originals)]
+            meta = schema.ObjectMeta(f"{info['object_id']}-{i:06d}", info["category"], "train", info["source"],
+                                     f"{info['content_hash']}-{i}", info["extras"])
+            records.append(schema.ObjectRecord(meta, arrays))
+        shard = schema.write_shard(path, f"{run_id}-train-{k:05d}", records)
+        index.update({r.object_id: (shard, row) for row, r in enumerate(records)})
+        schema.write_index(path, index, complete=False)
+    schema.write_index(path, index, complete=True)
+    print(f"built {path}: {n_objects} copies of {len(originals)} objects of {source} in "
+          f"{time.perf_counter() - t0:.0f} s")
+    return path
+
+
+class _DecodedShards(ObjectCache):
+    """The earlier point reading: every shard a worker touches kept decoded (float32 points and udf, 170 kB an
+    object), without bound."""
+
+    def __init__(self, store_path, image_cache_mb: float = 2048.0):
+        super().__init__(store_path, image_cache_mb)
+        self._decoded: dict[str, dict[str, np.ndarray]] = {}
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_decoded": {}}
+
+    def point_arrays(self, object_id, rows=None):
+        if object_id not in self._decoded:
+            shard = self.store.location(object_id)[0]
+            data = self.store.read_shard(shard, self.POINT_ARRAYS)
+            for oid in self.store.shards()[shard]:
+                row = self.store.location(oid)[1]
+                self._decoded[oid] = {name: data[name][row] for name in self.POINT_ARRAYS}
+        arrays = self._decoded[object_id]
+        return arrays if rows is None else {name: a[rows] for name, a in arrays.items()}
+
+    def n_points(self, object_id):
+        return int(self.point_arrays(object_id)["udf"].shape[0])
+
+    def usage(self):
+        point_bytes = sum(a.nbytes for arrays in self._decoded.values() for a in arrays.values())
+        return {**super().usage(), "point_bytes": point_bytes, "point_objects": len(self._decoded)}
+
+
+class MeasuredSamples(TrainingSamples):
+    """TrainingSamples whose batches also carry the worker's id and memory: peak RSS (VmHWM), and the bytes its
+    point cache (with the per-object rows) and view cache hold."""
+
+    def point_bytes(self) -> int:
+        return self.cache.usage()["point_bytes"] + sum(m.nbytes for m in self._held_out_masks.values())
+
+    def __getitem__(self, keys):
+        batch = super().__getitem__(keys)
+        info = torch.utils.data.get_worker_info()
+        batch["worker"] = torch.tensor(info.id if info is not None else -1)
+        batch["memory"] = torch.tensor([_status_bytes("VmHWM"), self.point_bytes(),
+                                        self.cache.usage()["view_bytes"]], dtype=torch.float64)
+        return batch
+
+
+class UnboundedSamples(MeasuredSamples):
+    """The loader as it was: _DecodedShards, and every object's training rows kept as int64 (80 kB an object)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache = _DecodedShards(self.cache.store_path, self.cache.image_cache_bytes / 2**20)
+        self._rows: dict[int, np.ndarray] = {}
+
+    def training_rows(self, object_index):
+        if object_index not in self._rows:
+            n_points = self.cache.n_points(self.object_ids[object_index])
+            self._rows[object_index] = split_rows(n_points, self.held_out, self.seed, object_index)[0]
+        return self._rows[object_index]
+
+    def point_bytes(self) -> int:
+        return self.cache.usage()["point_bytes"] + sum(r.nbytes for r in self._rows.values())
+
+
+def _status_bytes(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def cache_comparison(store: str, cfg, workers: int, batches: int, point_cache_mb: list[float]) -> None:
+    """samples/s of a first epoch and of `batches` batches of the second, and per worker its peak RSS and the
+    bytes its caches hold, for the earlier reader and for the budgeted one at each point budget."""
+    from pipeline.schema import open_store
+    from trainer.data import EpochBatches, make_loader
+
+    ids = open_store(store).object_ids
+    print(f"{len(ids)} objects, batches of {cfg.data.batch_size} x {cfg.data.points_per_sample} points, {workers} "
+          f"loader worker{'s' if workers > 1 else ''}, image_cache_mb 2048 (each worker starts as a copy-on-write "
+          f"copy of this process: {_status_bytes('VmRSS') / 2**20:.0f} MB RSS)")
+    print(f"{'reader':<28} {'epoch 1':>9} {'epoch 2':>9} {'peak RSS/worker':>16} {'points':>8} {'views':>8}")
+    settings = [("earlier (unbounded)", UnboundedSamples, {})]
+    settings += [(f"point_cache_mb={mb:g}", MeasuredSamples, {"point_cache_mb": mb}) for mb in point_cache_mb]
+    for name, kind, budget in settings:
+        dataset = kind(store, ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed, **budget)
+        sampler = EpochBatches(len(ids), cfg.data.batch_size, 1, cfg.seed)
+        loader = make_loader(dataset, sampler, workers)
+        memory: dict[int, torch.Tensor] = {}
+        rates = []
+        for epoch, limit in ((0, len(sampler)), (1, min(batches, len(sampler)))):
+            sampler.set_epoch(epoch)
+            n, t0 = 0, time.perf_counter()
+            for step, batch in enumerate(loader):
+                n += batch["points"].shape[0]
+                memory[int(batch["worker"])] = torch.maximum(memory.get(int(batch["worker"]), batch["memory"]),
+                                                             batch["memory"])
+                if step + 1 == limit:
+                    break
+            rates.append(n / (time.perf_counter() - t0))
+        del loader
+        peak, points, views = (max(float(m[i]) for m in memory.values()) / 2**20 for i in range(3))
+        print(f"{name:<28} {rates[0]:9.0f} {rates[1]:9.0f} {peak:13.0f} MB {points:5.0f} MB {views:5.0f} MB")
+
+
 def main() -> None:
     from trainer.config import override, preset
 
@@ -85,11 +253,26 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="config override, e.g. data.batch_size=16")
+    parser.add_argument("--objects", type=int, default=0,
+                        help="compare the point caches on a store of this many copies of --data's training objects")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="where that store is built or reused (default: data/<dataset>-x<objects>)")
+    parser.add_argument("--point-cache-mb", type=float, nargs="+", default=[1024.0],
+                        help="point budgets to compare with the earlier, unbounded reader")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers of that comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = override(preset(args.preset), args.set)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
+    if args.objects:
+        from pipeline.schema import open_store
+
+        dataset = open_store(args.data).attrs.get("dataset", "store")
+        store = copies_store(args.data, args.store or Path("data") / f"{dataset}-x{args.objects}", args.objects,
+                             cfg.data.train_split)
+        cache_comparison(str(store), cfg, args.workers, args.batches, args.point_cache_mb)
+        return
     print(f"preset {args.preset}: batch {cfg.data.batch_size} object-views x {cfg.data.points_per_sample} points, "
           f"{cfg.data.image_size} px, {cfg.model.extractor}; step on {device}")
     rates = {}
