@@ -2,7 +2,8 @@
 
 All points are in the normalised frame (unit cube [-0.5, 0.5]^3, longest side 1) and all distances are
 Euclidean (not squared) in that frame's units: a Chamfer-L1 of 0.01 is 1% of the object's longest side.
-Neighbour queries use scipy.spatial.cKDTree.
+Neighbour queries use scipy.spatial.cKDTree; `workers` is its number of query threads (-1: every core; a
+Dask worker that owns one core passes 1). It changes the speed, never a value.
 
 A prediction with no surface (the field never reaches 0.5, or marching cubes gives no face) cannot be
 sampled; its surface metrics take the worst values below and the status column says why. IoU is still
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,22 @@ def sample_mesh(vertices: np.ndarray, faces: np.ndarray, n: int = N_SURFACE_SAMP
     return points.astype(np.float32), normals.astype(np.float32)
 
 
+# Exact nearest neighbours either way; these only make them faster (benchmarks/bench_eval.py, docs/EVALUATION.md)
+LEAF_SIZE = 32  # points per KD-tree leaf: scipy's 16 visits more nodes for the same distances (only between two
+# equidistant neighbours could the index found differ)
+
+
+def _query_in_tree_order(tree: cKDTree, queries: cKDTree, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """tree.query of every point of `queries`, asked in the leaf order of the queries' own tree: neighbouring
+    questions then walk the same nodes while they are in cache (sampled points come in random order, ~2.5x
+    slower). Each answer is independent of the order, so distances and indices are those of a plain query."""
+    order = queries.indices
+    distance, index = tree.query(queries.data[order], workers=workers)
+    out_distance, out_index = np.empty_like(distance), np.empty_like(index)
+    out_distance[order], out_index[order] = distance, index
+    return out_distance, out_index
+
+
 @dataclass
 class _Nearest:
     """Nearest-neighbour distances and indices both ways between a predicted and a reference point set."""
@@ -66,9 +84,10 @@ class _Nearest:
     ref_to_pred_index: np.ndarray
 
     @classmethod
-    def between(cls, pred: np.ndarray, ref: np.ndarray) -> _Nearest:
-        d_pr, i_pr = cKDTree(ref).query(pred, workers=-1)
-        d_rp, i_rp = cKDTree(pred).query(ref, workers=-1)
+    def between(cls, pred: np.ndarray, ref: np.ndarray, workers: int = -1) -> _Nearest:
+        pred_tree, ref_tree = cKDTree(pred, leafsize=LEAF_SIZE), cKDTree(ref, leafsize=LEAF_SIZE)
+        d_pr, i_pr = _query_in_tree_order(ref_tree, pred_tree, workers)
+        d_rp, i_rp = _query_in_tree_order(pred_tree, ref_tree, workers)
         return cls(d_pr, i_pr, d_rp, i_rp)
 
     def chamfer_l1(self) -> float:
@@ -87,12 +106,12 @@ class _Nearest:
         return f, precision, recall
 
 
-def chamfer_l1(pred: np.ndarray, ref: np.ndarray) -> float:
+def chamfer_l1(pred: np.ndarray, ref: np.ndarray, workers: int = -1) -> float:
     """½ (mean_{p in pred} min_{q in ref} |p - q| + mean_{q in ref} min_{p in pred} |q - p|).
 
     pred (P, 3), ref (R, 3): points, normalised frame. Returns normalised units.
     """
-    return _Nearest.between(pred, ref).chamfer_l1()
+    return _Nearest.between(pred, ref, workers).chamfer_l1()
 
 
 def normal_consistency(pred: np.ndarray, pred_normals: np.ndarray, ref: np.ndarray, ref_normals: np.ndarray
@@ -139,8 +158,8 @@ def edge_points(points: np.ndarray, normals: np.ndarray, eps: float = EDGE_EPS,
 
 
 def edge_chamfer_distance(pred: np.ndarray, pred_normals: np.ndarray, ref: np.ndarray,
-                          ref_normals: np.ndarray, eps: float = EDGE_EPS, threshold: float = EDGE_SHARPNESS
-                          ) -> tuple[float, int, int]:
+                          ref_normals: np.ndarray, eps: float = EDGE_EPS, threshold: float = EDGE_SHARPNESS,
+                          workers: int = -1) -> tuple[float, int, int]:
     """ECD: Chamfer-L1 between the edge points of the two sets -> (ecd, n_pred_edges, n_ref_edges).
 
     The reference has no edge point (a smooth shape, e.g. rounded CAD parts at eps = 0.01): NaN, the metric
@@ -153,7 +172,7 @@ def edge_chamfer_distance(pred: np.ndarray, pred_normals: np.ndarray, ref: np.nd
         return math.nan, len(pred_edges), 0
     if len(pred_edges) == 0:
         return WORST_DISTANCE, 0, len(ref_edges)
-    return chamfer_l1(pred_edges, ref_edges), len(pred_edges), len(ref_edges)
+    return chamfer_l1(pred_edges, ref_edges, workers), len(pred_edges), len(ref_edges)
 
 
 def volumetric_iou(pred_inside: np.ndarray, ref_inside: np.ndarray) -> float:
@@ -190,25 +209,47 @@ def silhouette_iou(pred_masks: np.ndarray, ref_masks: np.ndarray) -> float:
 
 
 def surface_scores(vertices: np.ndarray, faces: np.ndarray, ref_points: np.ndarray, ref_normals: np.ndarray,
-                   n_samples: int = N_SURFACE_SAMPLES, tau: float = FSCORE_TAU, seed: int = 0
-                   ) -> dict[str, float]:
+                   n_samples: int = N_SURFACE_SAMPLES, tau: float = FSCORE_TAU, seed: int = 0,
+                   workers: int = -1, timings: dict[str, float] | None = None) -> dict[str, float]:
     """Chamfer-L1, ECD, normal consistency and F-score of a predicted mesh against the reference surface.
 
     vertices (V, 3), faces (F, 3): the predicted mesh, normalised frame; ref_points, ref_normals (R, 3):
     points and unit normals on the true surface. A mesh without faces gets the worst values (see the top).
-    Also returns precision, recall and the edge point counts, for the extra columns.
+    Also returns precision, recall and the edge point counts, for the extra columns. `timings`, when given,
+    receives the seconds of each step: sampling, nearest (the two KD-trees behind Chamfer-L1, normal
+    consistency and F-score), ecd.
     """
+    clock = _Clock(timings)
     if len(faces) == 0:
+        n_edge_ref = int(np.count_nonzero(edge_points(ref_points, ref_normals)))
+        clock.lap("ecd")
         return {"chamfer_l1": WORST_DISTANCE, "ecd": WORST_DISTANCE,
                 "normal_consistency": WORST_NORMAL_CONSISTENCY, "fscore": WORST_FSCORE,
-                "precision": 0.0, "recall": 0.0, "n_edge_pred": 0,
-                "n_edge_ref": int(np.count_nonzero(edge_points(ref_points, ref_normals)))}
+                "precision": 0.0, "recall": 0.0, "n_edge_pred": 0, "n_edge_ref": n_edge_ref}
     pred, pred_normals = sample_mesh(vertices, faces, n_samples, seed)
+    clock.lap("sampling")
     ref_points = np.asarray(ref_points, np.float32)
-    nn = _Nearest.between(pred, ref_points)
+    nn = _Nearest.between(pred, ref_points, workers)
     f, precision, recall = nn.fscore(tau)
-    ecd, n_edge_pred, n_edge_ref = edge_chamfer_distance(pred, pred_normals, ref_points, ref_normals)
-    return {"chamfer_l1": nn.chamfer_l1(), "ecd": ecd,
-            "normal_consistency": nn.normal_consistency(pred_normals, ref_normals),
+    chamfer, consistency = nn.chamfer_l1(), nn.normal_consistency(pred_normals, ref_normals)
+    clock.lap("nearest")
+    ecd, n_edge_pred, n_edge_ref = edge_chamfer_distance(pred, pred_normals, ref_points, ref_normals,
+                                                         workers=workers)
+    clock.lap("ecd")
+    return {"chamfer_l1": chamfer, "ecd": ecd, "normal_consistency": consistency,
             "fscore": f, "precision": precision, "recall": recall,
             "n_edge_pred": n_edge_pred, "n_edge_ref": n_edge_ref}
+
+
+class _Clock:
+    """Adds the seconds since the previous lap to timings[step] (nothing when timings is None)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[step] = self.timings.get(step, 0.0) + now - self.t
+        self.t = now

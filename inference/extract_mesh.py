@@ -55,6 +55,10 @@ class Extraction:
     seconds: float
     resolution: int
     status: str
+    query_seconds: float = 0.0
+    """of `seconds`, the time spent inside the field (the network's queries)"""
+    marching_seconds: float = 0.0
+    """of `seconds`, the time spent in marching cubes (the rest is the grid's bookkeeping)"""
 
     @property
     def spacing(self) -> float:
@@ -72,7 +76,8 @@ def grid_points(resolution: int, index: np.ndarray) -> np.ndarray:
 
 
 class CountingField:
-    """Calls the field in batches of at most `batch_size` points, checks what it returns, counts queries."""
+    """Calls the field in batches of at most `batch_size` points, checks what it returns, counts queries and
+    the seconds spent inside the field."""
 
     def __init__(self, field: Field, batch_size: int):
         if batch_size < 1:
@@ -80,12 +85,15 @@ class CountingField:
         self.field = field
         self.batch_size = batch_size
         self.n_queries = 0
+        self.seconds = 0.0
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         out = np.empty(len(points), np.float32)
         for start in range(0, len(points), self.batch_size):
             chunk = np.ascontiguousarray(points[start:start + self.batch_size], np.float32)
+            t0 = time.perf_counter()
             values = np.asarray(self.field(chunk), np.float32).reshape(-1)
+            self.seconds += time.perf_counter() - t0
             if values.shape != (len(chunk),):
                 raise ValueError(f"field returned {values.shape[0]} values for {len(chunk)} points; "
                                  "it must map (N, 3) points to (N,) occupancies")
@@ -166,12 +174,12 @@ def _upsample_known(known: np.ndarray) -> np.ndarray:
 def _evaluate(field: CountingField, values: np.ndarray, known: np.ndarray, need: np.ndarray,
               resolution: int) -> int:
     """Measure the field at the grid points flagged in `need` that are not yet `known`; returns how many."""
-    need = need & ~known
-    index = np.argwhere(need)
-    if len(index):
-        values[need] = field(grid_points(resolution, index))
-        known |= need
-    return len(index)
+    flat = np.flatnonzero(need & ~known)  # C order, as argwhere: the field sees the same points in the same order
+    if len(flat):
+        index = np.stack(np.unravel_index(flat, need.shape), axis=1)
+        np.put(values, flat, field(grid_points(resolution, index)))
+        np.put(known, flat, True)
+    return len(flat)
 
 
 # ---- marching cubes ------------------------------------------------------------------------------------
@@ -180,11 +188,26 @@ def _marching_cubes(values: np.ndarray, resolution: int, threshold: float) -> tu
     from skimage.measure import marching_cubes
 
     padded = np.pad(values, 1, constant_values=0.0)  # one layer outside the box: meshes always close
+    # Only a cell with a corner at or above the threshold can hold a face: march over the box of those corners
+    # and one cell around them (the same cells in the same order, so the same faces; a third of the time on a
+    # 256^3 grid, benchmarks/bench_eval.py).
+    lo, hi = _bounds(padded >= threshold)
+    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(padded.shape) - 1)
+    box = padded[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
     # gradient_direction="ascent": the occupancy grows inwards, so this orients faces outward.
-    verts, faces, _, _ = marching_cubes(padded, level=threshold, gradient_direction="ascent",
-                                        allow_degenerate=False)
-    verts = (verts - 1.0) * grid_spacing(resolution) - BOX_HALF
+    verts, faces, _, _ = marching_cubes(box, level=threshold, gradient_direction="ascent", allow_degenerate=False)
+    verts = (verts.astype(np.float64) + (lo - 1.0)) * grid_spacing(resolution) - BOX_HALF
     return verts.astype(np.float32), faces.astype(np.int64)
+
+
+def _bounds(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) index per axis of the True entries of a 3-D array (it must hold one)."""
+    lo, hi = [], []
+    for axis in range(3):
+        hit = np.flatnonzero(flags.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo.append(hit[0])
+        hi.append(hit[-1])
+    return np.array(lo), np.array(hi)
 
 
 def _finish(values: np.ndarray, resolution: int, threshold: float, field: CountingField,
@@ -192,10 +215,12 @@ def _finish(values: np.ndarray, resolution: int, threshold: float, field: Counti
     inside = values > threshold
     if not inside.any():
         return Extraction(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), field.n_queries,
-                          time.perf_counter() - t0, resolution, "no_surface")
+                          time.perf_counter() - t0, resolution, "no_surface", field.seconds)
+    t_mc = time.perf_counter()
     verts, faces = _marching_cubes(values, resolution, threshold)
+    t_end = time.perf_counter()
     status = "ok" if len(faces) else "no_surface"
-    return Extraction(verts, faces, field.n_queries, time.perf_counter() - t0, resolution, status)
+    return Extraction(verts, faces, field.n_queries, t_end - t0, resolution, status, field.seconds, t_end - t_mc)
 
 
 def extract_dense(field: Field, resolution: int = 256, threshold: float = THRESHOLD,
