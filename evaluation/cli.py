@@ -21,20 +21,30 @@ def evaluate(
     original_units: bool = typer.Option(False, "--original-units",
                                         help="Also write meshes in source units (p*scale+center)."),
     silhouette_views: int = typer.Option(8, help="Stored views compared by silhouette IoU."),
-    batch_size: int = typer.Option(1 << 16, help="Points per network query (bounds memory)."),
+    pictures: bool = typer.Option(True, "--pictures/--no-pictures",
+                                  help="Draw input | prediction | ground truth per object (pictures/, report.md)."),
+    batch_size: int = typer.Option(None, help="Points per network query (bounds memory; default 4096 on a CPU, "
+                                   "262144 on a GPU)."),
     limit: int = typer.Option(None, help="Evaluate only the first N objects of the split."),
     objects: list[str] = typer.Option([], "--object", help="Evaluate only this object id (repeatable)."),
     per_category: int = typer.Option(None, "--per-category",
                                      help="Evaluate the first N objects of each category of the split."),
-    device: str = typer.Option("cpu", help="Torch device of the predictor."),
-    threads: int = typer.Option(2, help="Torch CPU threads."),
+    scheduler: str = typer.Option("local", help="'local' (a Dask LocalCluster sized to this machine), 'serial' "
+                                  "(a plain loop), or the ADDRESS of a running Dask scheduler (its workers must "
+                                  "see --data, --checkpoint and --out)."),
+    workers: int = typer.Option(None, help="Worker processes of the local cluster (default: one per core)."),
+    device: str = typer.Option("cpu", help="Torch device of the network. cuda: this process owns it and sends "
+                               "every query there; the workers compute the metrics."),
+    threads: int = typer.Option(None, help="Torch CPU threads of the process that owns the network with "
+                                "--scheduler serial or a GPU (default: one per core); a CPU Dask worker uses 1."),
     compare: bool = typer.Option(False, "--compare",
                                  help="Lay several eval runs side by side (rows = runs, columns = metrics)."),
 ) -> None:
     """Reconstruct every object of a split from one view, mesh it at 0.5, score it and draw it.
 
     Writes OUT/meshes/<object_id>.ply (normalised frame), OUT/metrics.csv (one row per object),
-    OUT/table1.md|csv (metric x category), OUT/pictures/*.png and OUT/report.md.
+    OUT/table1.md|csv (metric x category), OUT/pictures/*.png, OUT/report.md and OUT/objects/<object_id>.json
+    (each object's result as it finishes: a killed eval rerun with the same arguments skips the finished ones).
     With --compare RUN_DIR RUN_DIR ...: writes OUT/compare.md|csv (Table 2 shape) from earlier eval runs.
     """
     from evaluation.report import compare_table, load_runs, markdown, write_table
@@ -54,21 +64,32 @@ def evaluate(
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint or run folder")
 
-    import torch
+    from dataclasses import replace
 
     from evaluation.config import EvalConfig
+    from evaluation.fields import CPU_BATCH, GPU_BATCH, CheckpointFields
+    from evaluation.results import file_sha256
     from evaluation.runner import evaluate_store
-    from inference.predictor import load_predictor
+    from inference.predictor import resolve_checkpoint
+    from pipeline.executors import default_workers
     from pipeline.schema import open_store
 
-    torch.set_num_threads(threads)
+    gpu = device.startswith("cuda")
+    batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
-                        silhouette_views=silhouette_views, limit=limit, objects=tuple(objects),
+                        silhouette_views=silhouette_views, pictures=pictures, limit=limit, objects=tuple(objects),
                         per_category=per_category, extra={"checkpoint": str(checkpoint)})
     store = open_store(data)
-    predictor = load_predictor(str(checkpoint), device=device)
-    rows = evaluate_store(store, lambda v: predictor.field(v.image, v.K, v.Rt), out, config)
+    ckpt = resolve_checkpoint(checkpoint)
+    sha256 = file_sha256(ckpt)
+    fields = CheckpointFields(str(ckpt), device, threads or default_workers(), batch_size, sha256)
+    fields.predictor()  # a bad checkpoint stops here, in one line, before any worker starts
+    # CPU: every Dask worker loads its own network and evaluates whole objects on its one core
+    network = "client" if gpu or scheduler == "serial" else "workers"
+    make_field = fields if network == "client" else replace(fields, threads=1)
+    rows = evaluate_store(store, make_field, out, config, scheduler=scheduler, workers=workers, network=network,
+                          field_id=f"checkpoint sha256 {sha256}")
     failed = [r for r in rows if str(r.get("status")).startswith("error")]
     typer.echo((out / "table1.md").read_text())
     typer.echo(f"wrote {out / 'metrics.csv'} and {out / 'report.md'} ({len(rows)} objects)")

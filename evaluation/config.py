@@ -34,6 +34,8 @@ class EvalConfig:
     """points sampled on the predicted mesh"""
     tau: float = metrics.FSCORE_TAU
     """F-score distance threshold, normalised units"""
+    pictures: bool = True
+    """draw a picture strip per object (input | prediction | ground truth) into pictures/ and report.md"""
     picture_scale: int = 2
     """pictures are rendered at this multiple of the stored image size"""
     limit: int | None = None

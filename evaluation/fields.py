@@ -1,0 +1,60 @@
+"""The eval loop's make_field for a trained network: a checkpoint path and a device, loaded once per process.
+
+CheckpointFields pickles as those few fields, so a Dask worker receives it once and loads the network itself on
+its first object (torch.load with weights_only=True, inference.predictor); the loaded predictor stays in that
+process for every later object, and is never pickled.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from inference.extract_mesh import Field
+from inference.predictor import Predictor, load_predictor, resolve_checkpoint
+
+CPU_BATCH = 4096  # decoder points per call on a CPU
+GPU_BATCH = 1 << 18  # ... and on a GPU
+
+
+@dataclass(frozen=True)
+class CheckpointFields:
+    """view -> the network's occupancy field for that view (the encoder runs once here, the decoder per query).
+
+    checkpoint: a .ckpt file or a run folder; device: torch device of the network; threads: torch CPU threads
+    of the process that loads it (None: leave torch's setting; 1 on a one-core Dask worker); batch_points:
+    points per decoder call. On a CPU, 4096 is twice as fast as 65536 (the layers' activations stay in cache:
+    benchmarks/bench_eval.py --levers); a GPU wants large batches (aps eval gives it 262144). sha256: when
+    given, the bytes every process loads must have it (the eval's results are named by it: evaluation.results).
+    """
+
+    checkpoint: str
+    device: str = "cpu"
+    threads: int | None = None
+    batch_points: int = CPU_BATCH
+    sha256: str = ""
+
+    def predictor(self) -> Predictor:
+        path = resolve_checkpoint(self.checkpoint)
+        stat = path.stat()  # a rewritten file (training went on) is loaded again, even by a long-lived worker
+        return _load(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size), self.device, self.threads,
+                     self.batch_points, self.sha256)
+
+    def __call__(self, view) -> Field:
+        return self.predictor().field(view.image, view.K, view.Rt)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(checkpoint: str, version: tuple[int, int, int], device: str, threads: int | None, batch_points: int,
+          sha256: str) -> Predictor:
+    import torch
+
+    from evaluation.results import file_sha256
+
+    if sha256 and file_sha256(checkpoint) != sha256:
+        raise RuntimeError(f"{checkpoint} changed since this eval started (its sha256 is no longer {sha256[:12]}...)")
+    if threads:
+        torch.set_num_threads(threads)
+    predictor = load_predictor(checkpoint, device=device)
+    predictor.batch_points = batch_points
+    return predictor
