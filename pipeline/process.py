@@ -38,15 +38,13 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
     stored instead of rendered ones.
     """
     timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    clock, cpu_clock = time.perf_counter(), time.process_time()
+    clock = time.perf_counter()
 
     def lap(name: str) -> None:
-        nonlocal clock, cpu_clock
-        now, cpu_now = time.perf_counter(), time.process_time()
+        nonlocal clock
+        now = time.perf_counter()
         timings[name] = timings.get(name, 0.0) + now - clock
-        cpu[name] = cpu.get(name, 0.0) + cpu_now - cpu_clock
-        clock, cpu_clock = now, cpu_now
+        clock = now
 
     vertices, faces = load_source_mesh(job.source, job.extras)
     vertices, scale, center = normalize(vertices, faces)
@@ -102,7 +100,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
             ref_uniform_inside=ref_inside,
         )
         lap("reference")
-    return schema.ObjectRecord(job, arrays=arrays, timings=timings, cpu=cpu)
+    return schema.ObjectRecord(job, arrays=arrays, timings=timings)
 
 
 def process_object_safe(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord | ObjectFailure:
