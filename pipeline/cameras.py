@@ -13,7 +13,8 @@ import numpy as np
 
 R2N2_FOCAL_FRACTION = 35.0 / 32.0  # focal length / image width of Blender's default camera
 R2N2_DISTANCE_SCALE = 1.75
-GREY_BLUE = (0.62, 0.66, 0.72)  # the renderer's default colour (stored views, ground truth in pictures)
+GREY_BLUE = (0.62, 0.66, 0.72)  # the renderer's default colour (ground truth in pictures)
+VIEW_GREY = (0.67, 0.67, 0.67)  # the stored views' colour: equal channels, which the store compresses to one
 
 
 def intrinsics(image_size: int) -> np.ndarray:
@@ -93,45 +94,98 @@ def raycasting_scene(vertices: np.ndarray, faces: np.ndarray):
 
 
 class MeshRenderer:
-    """A ray-casting scene of one mesh, reused for all its views (building the BVH is the costly part)."""
+    """A ray-casting scene of one mesh, reused for all its views (building the BVH is the costly part).
+
+    Rays are cast only through the pixels whose centre lies in the bounding rectangle of the mesh's projected
+    convex hull (a part fills ~12% of a 137 px R2N2 frame, its rectangle ~25%): a pixel outside it cannot see
+    the mesh, so the image is the same as from casting every pixel, ~3x faster. Shading is a directional head
+    light along the optical axis plus a key light from above-left of the camera: flat facets come out flat,
+    which also makes the stored views compress 2x better than per-pixel ray directions did.
+    """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, color=GREY_BLUE):
         self.scene = raycasting_scene(vertices, faces)
         self.color = np.asarray(color, np.float32)
+        self.outline = _hull_points(np.asarray(vertices, np.float64)[np.unique(np.asarray(faces, np.int64))])
 
     def render(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
         """One RGBA view, uint8 (H, W, 4): Lambertian shading, alpha 0 where no surface is hit."""
         return self.render_many(K[None], Rt[None], height, width)[0]
 
+    def pixel_boxes(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
+        """(V, 4) int [col0, col1, row0, row1) per view: the pixels whose centre ray may hit the mesh."""
+        boxes = np.tile(np.array([0, width, 0, height]), (len(K), 1))
+        for v in range(len(K)):
+            cam = self.outline @ np.asarray(Rt[v, :, :3], np.float64).T + np.asarray(Rt[v, :, 3], np.float64)
+            if len(cam) == 0 or cam[:, 2].min() <= 1e-9:  # the camera sits in the hull: cast every pixel
+                continue
+            uv = (cam @ np.asarray(K[v], np.float64).T)[:, :2] / cam[:, 2:3]
+            lo, hi = uv.min(axis=0), uv.max(axis=0)
+            # pixel centres c + 0.5 in [lo, hi], one pixel of slack for float32 ray rounding
+            c0, r0 = np.floor(lo - 0.5).astype(int) - 1
+            c1, r1 = np.ceil(hi - 0.5).astype(int) + 2
+            boxes[v] = [min(max(c0, 0), width), min(max(c1, 0), width), min(max(r0, 0), height),
+                        min(max(r1, 0), height)]
+        return boxes
+
     def render_many(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
         """Views (V, H, W, 4) uint8 for cameras K (V, 3, 3), Rt (V, 3, 4), cast as one batch of rays."""
         import open3d as o3d
 
-        # Rays through pixel centres, built here rather than with create_rays_pinhole so the pixel
-        # convention is exactly the projection's: pixel (col, row) covers [col, col+1) x [row, row+1).
-        cols, rows = np.meshgrid(np.arange(width, dtype=np.float32) + 0.5, np.arange(height, dtype=np.float32) + 0.5)
-        pix = np.stack([cols, rows, np.ones_like(cols)], axis=-1).reshape(-1, 3)
+        from common.threads import library_threads
+
         R = np.asarray(Rt[:, :, :3], np.float32)
         t = np.asarray(Rt[:, :, 3], np.float32)
-        dirs = (pix @ np.linalg.inv(np.asarray(K, np.float32)).transpose(0, 2, 1)) @ R  # camera -> world
-        dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
-        origins = -np.einsum("vji,vj->vi", R, t)
-        rays = np.concatenate([np.broadcast_to(origins[:, None], dirs.shape), dirs], axis=-1)
-        hit = self.scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays.reshape(-1, 6))))
+        K_inv = np.linalg.inv(np.asarray(K, np.float32))
+        image = np.zeros((len(K), height, width, 4), np.uint8)
+        boxes = self.pixel_boxes(K, Rt, height, width)
+        # Rays through pixel centres, built here rather than with create_rays_pinhole so the pixel convention is
+        # exactly the projection's: pixel (col, row) covers [col, col+1) x [row, row+1).
+        grid_rows, grid_cols = np.indices((height, width), dtype=np.int64)
+        dirs, origins, flat = [], [], []
+        for v, (c0, c1, r0, r1) in enumerate(boxes):
+            if c1 <= c0 or r1 <= r0:
+                continue
+            rows, cols = grid_rows[r0:r1, c0:c1].reshape(-1), grid_cols[r0:r1, c0:c1].reshape(-1)
+            pix = np.stack([cols + np.float32(0.5), rows + np.float32(0.5), np.ones(len(cols), np.float32)], axis=1)
+            dirs.append((pix @ K_inv[v].T) @ R[v])  # camera -> world
+            origins.append(np.broadcast_to(-R[v].T @ t[v], (len(cols), 3)))
+            flat.append((v * height + rows) * width + cols)
+        if not dirs:
+            return image
+        d = np.concatenate(dirs)
+        d /= np.sqrt(np.einsum("ij,ij->i", d, d))[:, None]
+        rays = np.concatenate([np.concatenate(origins), d], axis=1, dtype=np.float32)
+        hit = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=library_threads())
         mask = np.isfinite(hit["t_hit"].numpy())
-        view = np.repeat(np.arange(len(K)), height * width)[mask]
+        flat_hit = np.concatenate(flat)[mask]
+        view = flat_hit // (height * width)
         normals = hit["primitive_normals"].numpy()[mask]
-        d = rays.reshape(-1, 6)[mask, 3:]
-        # headlight plus a key light from above-left of each camera: shape cues without a scene setup
+        # a head light along each camera's optical axis plus a key light from above-left of it: shape cues
+        # without a scene setup
+        forward = R[:, 2]
         key = np.einsum("vji,j->vi", R, np.array([-0.4, -0.7, -0.6], np.float32))
         key /= np.linalg.norm(key, axis=-1, keepdims=True)
-        head = np.abs((normals * d).sum(-1))
+        head = np.abs((normals * forward[view]).sum(-1))
         side = np.clip(np.abs((normals * key[view]).sum(-1)), 0, 1)
         shade = 0.22 + 0.5 * head + 0.28 * side
-        image = np.zeros((len(K) * height * width, 4), np.uint8)
-        image[mask, :3] = np.clip(shade[:, None] * self.color * 255.0, 0, 255).astype(np.uint8)
-        image[mask, 3] = 255
-        return image.reshape(len(K), height, width, 4)
+        pixels = image.reshape(-1, 4)
+        pixels[flat_hit, :3] = np.clip(shade[:, None] * self.color * 255.0, 0, 255).astype(np.uint8)
+        pixels[flat_hit, 3] = 255
+        return image
+
+
+def _hull_points(points: np.ndarray) -> np.ndarray:
+    """The vertices of the convex hull of points (N, 3), or all of them where the hull is degenerate (a flat
+    part): their projection bounds the projection of everything the points span."""
+    if len(points) < 5:
+        return points
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        return points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):
+        return points
 
 
 def render_rgba(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray,

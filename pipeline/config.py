@@ -11,7 +11,7 @@ from typing import Any
 from pipeline.stages.render_views import ViewSampling
 
 # Bump when a change to the code changes what is written for the same inputs: objects are then redone.
-CODE_VERSION = "pipeline-3"
+CODE_VERSION = "pipeline-4"
 
 
 @dataclass(frozen=True)

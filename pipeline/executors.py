@@ -1,6 +1,11 @@
 """Run shards of per-object jobs: a plain loop (`serial`) or Dask (a LocalCluster sized to the machine, or an
-existing cluster). Each shard is written by exactly one task, after all of its objects are computed, so
-parallel workers never write the same file."""
+existing cluster). One task computes a shard's objects and writes the shard, so parallel workers never write
+the same file, and what crosses the network is the jobs and their outcomes (a few kB), never the arrays.
+
+Why a task per shard and one thread per worker (docs/PREPROCESS.md, "Speed and size"): with a task per object,
+each object's ~2-5 MB of arrays went to the scheduler's bookkeeping and then to the writing worker, and libigl
+and open3d started a thread per core in every worker; two workers on two cores then ran no faster than one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from common.threads import keep_freed_memory, pin_library_threads, single_threaded_env
 from pipeline import schema
 from pipeline.config import PreprocessConfig
 from pipeline.process import ObjectFailure, process_object_safe
@@ -29,6 +35,7 @@ class Outcome:
     row: int = -1
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.ObjectRecord | ObjectFailure
@@ -37,7 +44,7 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
     ok = [r for r in results if isinstance(r, schema.ObjectRecord)]
     outcomes: list[Outcome] = []
     if ok:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             schema.write_shard(store_path, shard_name, ok)
         except Exception as exc:  # noqa: BLE001 - a write failure fails the shard's objects, not the run
@@ -46,11 +53,12 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
                     for r in results]
         for r in ok:
             r.timings["write"] = (time.perf_counter() - start) / len(ok)
+            r.cpu["write"] = (time.process_time() - cpu_start) / len(ok)
     row = 0
     for r in results:
         if isinstance(r, schema.ObjectRecord):
             outcomes.append(Outcome(r.meta, "ok", shard=shard_name, row=row,
-                                    seconds=sum(r.timings.values()), timings=dict(r.timings)))
+                                    seconds=sum(r.timings.values()), timings=dict(r.timings), cpu=dict(r.cpu)))
             row += 1
         else:
             outcomes.append(Outcome(r.job, "failed", r.error, seconds=r.seconds))
@@ -75,14 +83,55 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+PROGRESS_TOPIC = "aps-preprocess-object"
+
+
+def process_shard(store_path: str, shard_name: str, jobs: list[ObjectMeta], config: PreprocessConfig,
+                  report: bool = False) -> list[Outcome]:
+    """The Dask task: compute a shard's objects one after the other, then write the shard. `report`: tell the
+    client about each finished object (a tiny event through the scheduler) so its progress bar moves per object."""
+    pin_library_threads(1)  # this worker owns one core (no-op where the cluster set the variables already)
+    keep_freed_memory()  # undo the nanny's MALLOC_TRIM_THRESHOLD_ (common.threads), on any cluster
+    log_event = None
+    if report:
+        from distributed import get_worker
+
+        log_event = get_worker().log_event
+    results = []
+    for job in jobs:
+        results.append(process_object_safe(job, config))
+        if log_event is not None:
+            log_event(PROGRESS_TOPIC, 1)
+    return write_shard_outcomes(store_path, shard_name, *results)
+
+
+def shard_priority(jobs: list[ObjectMeta], config: PreprocessConfig) -> int:
+    """Dask runs higher priorities first: the costliest shards (objects with evaluation reference data take ~3x
+    longer), so no long shard is left for the end while the other workers sit idle."""
+    return len(jobs) * sum(3 if job.split in config.reference_splits else 1 for job in jobs)
+
+
+def local_cluster(n_workers: int):
+    """A LocalCluster of `n_workers` single-threaded processes: one core per worker process, its numerical
+    libraries included (common.threads); no malloc trimming (1.36x slower numpy code,
+    common.threads.keep_freed_memory) and no statistical profiler sampling the task thread every 10 ms."""
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR, env=single_threaded_env())
+
+
 def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress,
              scheduler: str | None = None, workers: int | None = None) -> Iterator[list[Outcome]]:
-    """One task per object and one write task per shard that depends on its objects' tasks.
+    """One task per shard (process_shard), the costliest first.
 
     `scheduler` is the address of an existing cluster (its workers must see `store_path`); without it a
     LocalCluster of `workers` single-threaded processes is started and closed here.
     """
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     # The scheduler and nannies of a LocalCluster live in this process: at INFO they log every connection, and
     # at shutdown an INFO line with a CommClosedError traceback. Our own records say what happened.
@@ -93,29 +142,18 @@ def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_obje
     if scheduler:
         client = Client(scheduler)
     else:
-        n = workers or default_workers()
-        # one core per worker process, its numerical libraries included
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1"})
+        cluster = local_cluster(workers or default_workers())
         client = Client(cluster)
     try:
-        shard_futures = {}
-        object_futures = []
-        for shard_name, jobs in plan:
-            futs = [client.submit(process_object_safe, job, config, pure=False, key=f"object-{job.content_hash}")
-                    for job in jobs]
-            object_futures.extend(futs)
-            sf = client.submit(write_shard_outcomes, store_path, shard_name, *futs, pure=False,
-                               key=f"shard-{shard_name}")
-            shard_futures[sf.key] = sf
-        for fut in as_completed(object_futures + list(shard_futures.values())):
-            if fut.key in shard_futures:
-                yield fut.result()
-            else:
-                on_object(1)
+        client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_object(1))
+        futures = [client.submit(process_shard, store_path, shard_name, jobs, config, True, pure=False,
+                                 key=f"shard-{shard_name}", priority=shard_priority(jobs, config))
+                   for shard_name, jobs in plan]
+        for fut in as_completed(futures):
+            yield fut.result()
     finally:
+        client.unsubscribe_topic(PROGRESS_TOPIC)
         client.close()
         if cluster is not None:
             cluster.close()
         dask_log.setLevel(dask_level)
-

@@ -38,13 +38,15 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
     stored instead of rendered ones.
     """
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    cpu: dict[str, float] = {}
+    clock, cpu_clock = time.perf_counter(), time.process_time()
 
     def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
+        nonlocal clock, cpu_clock
+        now, cpu_now = time.perf_counter(), time.process_time()
         timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
+        cpu[name] = cpu.get(name, 0.0) + cpu_now - cpu_clock
+        clock, cpu_clock = now, cpu_now
 
     vertices, faces = load_source_mesh(job.source, job.extras)
     vertices, scale, center = normalize(vertices, faces)
@@ -100,7 +102,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
             ref_uniform_inside=ref_inside,
         )
         lap("reference")
-    return schema.ObjectRecord(job, arrays=arrays, timings=timings)
+    return schema.ObjectRecord(job, arrays=arrays, timings=timings, cpu=cpu)
 
 
 def process_object_safe(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord | ObjectFailure:

@@ -39,6 +39,10 @@ class RunSummary:
     failed: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
+    step_cpu: dict[str, float] = field(default_factory=dict)
+    """core-seconds per step, summed over objects and workers"""
+    split_cpu: dict[str, list[float]] = field(default_factory=dict)
+    """split -> [objects, core-seconds]"""
     repaired: dict[str, str] = field(default_factory=dict)
     """objects redone because their stored bytes were damaged -> what was wrong"""
 
@@ -207,6 +211,11 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
                     summary.done += 1
                     for step, sec in o.timings.items():
                         summary.step_seconds[step] = summary.step_seconds.get(step, 0.0) + sec
+                    for step, sec in o.cpu.items():
+                        summary.step_cpu[step] = summary.step_cpu.get(step, 0.0) + sec
+                    split = summary.split_cpu.setdefault(o.job.split, [0, 0.0])
+                    split[0] += 1
+                    split[1] += sum(o.cpu.values())
                 else:
                     summary.failed.append(o)
             _append_records(store, [_record(base, o) for o in outcomes])
@@ -226,7 +235,8 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
     atomic_write_text(run_file, json.dumps({
         **base, "manifest": str(manifest.path or ""), "params": config.to_dict(), "scheduler": scheduler,
         "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
-        "repaired": sorted(summary.repaired), "seconds": summary.seconds, "step_seconds": summary.step_seconds},
+        "repaired": sorted(summary.repaired), "seconds": summary.seconds, "step_seconds": summary.step_seconds,
+        "step_cpu_seconds": summary.step_cpu},
         indent=2))
     return summary
 
@@ -236,4 +246,5 @@ def _record(base: dict, o: Outcome) -> dict:
             "category": o.job.category, "split": o.job.split, "source": o.job.source,
             "content_hash": o.job.content_hash, "status": o.status, "error": o.error or None,
             "shard": o.shard or None, "row": o.row if o.row >= 0 else None, "seconds": round(o.seconds, 4),
-            "timings": {k: round(v, 4) for k, v in o.timings.items()}}
+            "timings": {k: round(v, 4) for k, v in o.timings.items()},
+            "cpu": {k: round(v, 4) for k, v in o.cpu.items()}}

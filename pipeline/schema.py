@@ -44,7 +44,7 @@ array and one inner chunk per object, so reading one object decompresses nothing
                                           number| >= 0.5)
     scale         float64 (n,)            original = points * scale + center
     center        float64 (n, 3)
-    images        uint8   (n, V, H, W, 4) RGBA views, transparent background; one inner chunk per view
+    images        uint8   (n, V, H, W, 4) RGBA views, transparent background (an object's views are one chunk)
     K             float32 (n, V, 3, 3)    intrinsics in pixels (u = column, v = row)
     Rt            float32 (n, V, 3, 4)    normalised frame -> OpenCV camera (x right, y down, z forward)
 
@@ -164,25 +164,32 @@ def file_checksum(path: Path) -> tuple[int, int]:
 
 
 def _codecs(name: str, dtype: np.dtype) -> dict[str, Any]:
-    """Measured on 40 objects of the industrial dataset: the surface points, written in Morton order, shrink by
-    a fifth with bit shuffling and not at all with byte shuffling (nor unsorted); images gain 5% from zstd level
-    7 over 3 (write 19 vs 14 ms an object; level 9 takes 0.4 s) and lose with any shuffling or a planar layout.
-    benchmarks/bench_preprocess.py prints the bytes per object and array."""
+    """Measured on the industrial dataset (benchmarks/bench_preprocess.py prints the bytes per object and array):
+    - points, written in Morton order: a fifth smaller with bit shuffling, not at all with byte shuffling;
+      zstd level 7 saves another 3% over 3 (they are near their entropy: ~45 kB for 10,000 noisy points);
+    - images: the rendered views have equal R, G and B channels, so byte shuffling over the 4 bytes of a pixel
+      puts three identical planes side by side and zstd stores one of them (2.3x smaller than level 7 without
+      shuffling); level 5 is within 2% of level 7 at a third of its time. Photographs (dataset views) lose
+      nothing by it.
+    """
     from zarr.codecs import BloscCodec, Crc32cCodec
 
     typesize = np.dtype(dtype).itemsize
     shuffle = "noshuffle" if typesize == 1 else "shuffle"
+    level = 3
     if name == "points":
-        shuffle = "bitshuffle"
-    level = 7 if name == "images" else 3
+        shuffle, level = "bitshuffle", 7
+    if name == "images":
+        shuffle, typesize, level = "shuffle", 4, 5
     # crc32c of each compressed chunk: zarr checks it on every read (4 bytes a chunk)
     return {"compressors": [BloscCodec(cname="zstd", clevel=level, shuffle=shuffle, typesize=typesize),
                             Crc32cCodec()]}
 
 
 def _inner_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if name == "images":  # one view per inner chunk: training reads one random view
-        return (1, 1, *shape[2:])
+    """One inner chunk per object, its views included: the trainer reads an object's views together, and one
+    chunk per view made zarr's per-chunk work the costliest part of writing a shard (35 vs 20 ms an object;
+    the views also compress 10% better together)."""
     return (1, *shape[1:])
 
 
@@ -216,6 +223,8 @@ class ObjectRecord:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     """seconds per step; reported, not stored"""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """core-seconds per step (this process's CPU time, all of its threads); reported, not stored"""
 
     @property
     def object_id(self) -> str:

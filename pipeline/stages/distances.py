@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.threads import library_threads
+
 DISTANCE_BACKENDS = ("libigl", "open3d", "pysdf")
 
 
@@ -35,7 +37,8 @@ def udf(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, backend: st
         from pipeline.cameras import raycasting_scene
 
         scene = raycasting_scene(vertices, faces)
-        d = scene.compute_distance(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy()
+        d = scene.compute_distance(o3d.core.Tensor(np.ascontiguousarray(points, np.float32)),
+                                   nthreads=library_threads()).numpy()
         return d.astype(np.float64)
     if backend == "pysdf":
         from pysdf import SDF
@@ -45,19 +48,60 @@ def udf(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, backend: st
     raise ValueError(f"unknown distance backend {backend!r}; choose one of {DISTANCE_BACKENDS}")
 
 
+# The winding number is evaluated in two passes (FastWindingNumberBVH): a coarse Barnes-Hut accuracy for every
+# point, then libigl's default accuracy (2) for the points whose coarse |w| is within WINDING_RECHECK of the 0.5
+# threshold. Measured on the 133 industrial parts, 30k training-like and uniform points each: the coarse pass is
+# off from the exact winding number by at most 0.42, the default by 0.007; the two-pass flags equal the
+# default's on all 4M points, in a third of its time (149 vs 454 ms a part). Queries go in Morton order, so
+# neighbouring queries walk the same branches of the tree (another 1.2-1.3x).
+WINDING_COARSE_ACCURACY = 1.0
+WINDING_ACCURACY = 2.0
+WINDING_RECHECK = 0.45
+
+
 def winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Generalised winding number (N,) of points (N, 3) with respect to the triangle soup."""
+    """Generalised winding number (N,) of points (N, 3) with respect to the triangle soup, to libigl's default
+    accuracy wherever it decides inside (|w| >= 0.5) from outside; elsewhere to the coarse pass's (error < 0.45)."""
     import igl
 
-    return igl.fast_winding_number(np.ascontiguousarray(vertices, np.float64),
-                                   np.ascontiguousarray(faces, np.int64),
-                                   np.ascontiguousarray(points, np.float64))
+    from pipeline.stages.sample_points import morton_order
+
+    points = np.ascontiguousarray(points, np.float64)
+    bvh = igl.FastWindingNumberBVH()
+    bvh.init(np.ascontiguousarray(vertices, np.float64), np.ascontiguousarray(faces, np.int64), 2)
+    if len(points) == 0:
+        return np.zeros(0)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    codes = np.rint((points - lo) / np.maximum(hi - lo, 1e-12) * 65535).astype(np.uint16)
+    order = morton_order(codes)
+    w = np.empty(len(points))
+    w[order] = bvh.winding_number(np.ascontiguousarray(points[order]), WINDING_COARSE_ACCURACY)
+    near = np.flatnonzero(np.abs(np.abs(w) - 0.5) < WINDING_RECHECK)
+    if len(near):
+        w[near] = bvh.winding_number(np.ascontiguousarray(points[near]), WINDING_ACCURACY)
+    return w
 
 
 # parity on a closed single shell is checked against the winding number on this many of the points; below this
 # agreement (a self-intersecting shell) the winding number is computed for all of them
 PARITY_CHECK_POINTS = 2000
 PARITY_MIN_AGREEMENT = 0.999
+
+
+def weld_equal_points(points: np.ndarray) -> np.ndarray:
+    """Labels (N,) int64 such that two points get the same label exactly when their coordinates are equal.
+    (np.unique(axis=0) does the same through a structured-dtype sort, ~8x slower on 50k vertices.)"""
+    if len(points) == 0:
+        return np.zeros(0, np.int64)
+    p = np.ascontiguousarray(points, np.float64) + 0.0  # -0.0 and 0.0 are one coordinate
+    order = np.lexsort(p.T[::-1])
+    s = p[order]
+    new = np.empty(len(s), bool)
+    new[0] = True
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    labels = np.empty(len(p), np.int64)
+    labels[order] = np.cumsum(new) - 1
+    return labels
 
 
 def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
@@ -67,8 +111,8 @@ def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
     from scipy.sparse.csgraph import connected_components
 
     used, f = np.unique(np.asarray(faces, np.int64), return_inverse=True)
-    _, weld = np.unique(np.asarray(vertices, np.float64)[used], axis=0, return_inverse=True)
-    f = weld.reshape(-1)[f.reshape(-1)].reshape(-1, 3)
+    weld = weld_equal_points(np.asarray(vertices, np.float64)[used])
+    f = weld[f.reshape(-1)].reshape(-1, 3)
     n = int(f.max()) + 1 if len(f) else 0
     if n == 0 or (f[:, 0] == f[:, 1]).any() or (f[:, 1] == f[:, 2]).any() or (f[:, 2] == f[:, 0]).any():
         return False
@@ -90,7 +134,8 @@ def _ray_parity(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> 
     from pipeline.cameras import raycasting_scene
 
     scene = raycasting_scene(vertices, faces)
-    return scene.compute_occupancy(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy() > 0.5
+    query = o3d.core.Tensor(np.ascontiguousarray(points, np.float32))
+    return scene.compute_occupancy(query, nthreads=library_threads()).numpy() > 0.5
 
 
 def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:

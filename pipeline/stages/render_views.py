@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.cameras import (
     R2N2_DISTANCE_SCALE,
     R2N2_FOCAL_FRACTION,
+    VIEW_GREY,
     MeshRenderer,
     camera_centre,
     intrinsics,
@@ -90,4 +91,4 @@ def sample_cameras(sampling: ViewSampling, diagonal: float, rng: np.random.Gener
 def render_views(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray,
                  image_size: int) -> np.ndarray:
     """All views of one object: uint8 (V, S, S, 4)."""
-    return MeshRenderer(vertices, faces).render_many(K, Rt, image_size, image_size)
+    return MeshRenderer(vertices, faces, color=VIEW_GREY).render_many(K, Rt, image_size, image_size)
