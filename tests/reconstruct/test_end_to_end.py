@@ -28,17 +28,31 @@ from reconstruct.reconstruction import reconstruct_image
 from tests.reconstruct.photos import photo_from_render
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
-VIEW = 0
 RESOLUTION, COARSE = 64, 16  # spacing 0.028 output units: the IoUs compare paths at one resolution
 # What a photo may lose against the eval path (stored view, true K and Rt), measured on this fixture (2-core
 # CPU, docs/RECONSTRUCT.md): a photo does not tell how large its object's projection is for its pose, so it is
-# framed at the store's median fill; on view 0 that costs 0.08 IoU (0.04-0.29 over the six views, the most
-# where the view's own fill is far from the median). With the view's own fill and camera distance
-# (an oracle framing) the canonical camera loses 0.01: the frame itself costs nothing.
+# framed at the store's median fill. Over the six views of the pipeline-4 draw a photo lost 0.05-0.33, the most
+# where the view's own fill is far from the median (0.33 at fill 0.50 and 0.29 at 0.42, median 0.61), and an
+# oracle framing (the view's own fill and camera distance) 0.01-0.13 (the fixture's network has seen its part
+# from six poses only, so a canonical camera costs it more on some). The test takes the view whose fill is
+# nearest the median, where the photo paths themselves are what is measured (0.05 and 0.02 there), not the
+# draw of the views: the choice follows from the store, not from a seed.
 MARGIN_PHOTO = 0.15
 MARGIN_ORACLE = 0.05
 # The three photos of one view (RGBA, RGB on white, re-rendered at 2x on noise off-centre) must agree.
 MARGIN_BETWEEN_PHOTOS = 0.03
+
+def view_fill(image: np.ndarray) -> float:
+    """The longer side of the object's pixel box over the image side (reconstruct.framing's fill)."""
+    rows, cols = np.nonzero(image[..., 3] > 0)
+    return max(np.ptp(rows) + 1, np.ptp(cols) + 1) / image.shape[0]
+
+
+def median_fill_view(store, images: np.ndarray) -> int:
+    """The view of `images` (V, S, S, 4) whose fill is nearest the store's median fill (the photos' framing)."""
+    median = framing_from_store(store).fill
+    return int(np.argmin([abs(view_fill(image) - median) for image in images]))
+
 
 def normalised(vertices: np.ndarray) -> np.ndarray:
     """Centre the bounding box and divide by its longest side (the normalised frame's own rule)."""
@@ -64,11 +78,12 @@ def case(demo_store, recon_run):
     store = open_store(demo_store)
     object_id = store.split("test")[0]
     o = store.load(object_id, ["images", "K", "Rt", "scale", "center"])
-    image, K, Rt = o["images"][VIEW], o["K"][VIEW], o["Rt"][VIEW]
+    view = median_fill_view(store, o["images"])
+    image, K, Rt = o["images"][view], o["K"][view], o["Rt"][view]
     mesh = load_source_mesh(store.info(object_id), float(o["scale"]), o["center"])
     assert mesh is not None
     truth = (to_output_frame(mesh[0], Rt), mesh[1])
-    return {"store": store, "object_id": object_id, "image": image, "K": K, "Rt": Rt, "mesh": mesh,
+    return {"store": store, "object_id": object_id, "view": view, "image": image, "K": K, "Rt": Rt, "mesh": mesh,
             "truth": truth, "predictor": load_predictor(recon_run[0])}
 
 
@@ -91,13 +106,11 @@ def test_photos_reconstruct_within_the_margin_of_the_eval_path(case, recon_run, 
         result = reconstruct_image(predictor, photo, framing, RESOLUTION, COARSE, name=name)
         assert result.extraction.status == "ok", name
         ious[name] = volume_iou((result.vertices, result.faces), case["truth"])
-    rows, cols = np.nonzero(image[..., 3] > 0)
-    own = Framing(max(np.ptp(rows) + 1, np.ptp(cols) + 1) / image.shape[0], float(np.linalg.norm(Rt[:, 3])),
-                  image.shape[0], "this view")
+    own = Framing(view_fill(image), float(np.linalg.norm(Rt[:, 3])), image.shape[0], "this view")
     oracle = reconstruct_image(predictor, image, own, RESOLUTION, COARSE)
     oracle_iou = volume_iou((oracle.vertices, oracle.faces), case["truth"])
-    print(f"\nreconstruct IoU in the output frame ({case['object_id']}, view {VIEW}, checkpoint trained in "
-          f"{recon_run[1]:.0f} s): eval path {baseline:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items())
+    print(f"\nreconstruct IoU in the output frame ({case['object_id']}, view {case['view']}, checkpoint trained "
+          f"in {recon_run[1]:.0f} s): eval path {baseline:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items())
           + f"; oracle framing {oracle_iou:.3f}; store framing fill {framing.fill:.3f}, distance "
           f"{framing.distance:.3f}; this view's fill {own.fill:.3f}, distance {own.distance:.3f}")
     assert baseline > 0.6, f"eval-path IoU {baseline:.3f}: the fixture's network is too weak to compare paths"

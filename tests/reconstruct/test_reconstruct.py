@@ -170,7 +170,7 @@ def test_greyscale_training_views_turn_photos_grey(demo_store):
     from reconstruct.framing import framing_from_store
     from reconstruct.photos import to_greyscale
 
-    assert not framing_from_store(open_store(demo_store)).greyscale  # rendered views are coloured
+    assert framing_from_store(open_store(demo_store)).greyscale  # rendered views are grey (pipeline.cameras.VIEW_GREY)
     rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 128], [10, 20, 30, 0]]], np.uint8)
     grey = to_greyscale(rgba)
     assert grey[0, :, 0].tolist() == [76, 150, 18] and (grey[..., 0] == grey[..., 2]).all()
