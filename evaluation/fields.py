@@ -8,6 +8,7 @@ process for every later object, and is never pickled.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 from inference.extract_mesh import Field
@@ -15,6 +16,9 @@ from inference.predictor import Predictor, load_predictor, resolve_checkpoint
 
 CPU_BATCH = 4096  # decoder points per call on a CPU
 GPU_BATCH = 1 << 18  # ... and on a GPU
+# network='client' predicts in threads (evaluation.executors.PREDICT_THREADS): lru_cache alone would let each
+# thread's first call load its own copy of the network
+_LOADING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,9 @@ class CheckpointFields:
     def predictor(self) -> Predictor:
         path = resolve_checkpoint(self.checkpoint)
         stat = path.stat()  # a rewritten file (training went on) is loaded again, even by a long-lived worker
-        return _load(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size), self.device, self.threads,
-                     self.batch_points, self.sha256)
+        with _LOADING:
+            return _load(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size), self.device, self.threads,
+                         self.batch_points, self.sha256)
 
     def __call__(self, view) -> Field:
         return self.predictor().field(view.image, view.K, view.Rt)

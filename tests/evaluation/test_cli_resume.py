@@ -59,6 +59,24 @@ def test_a_checkpoint_loads_once_per_process_and_pickles_as_its_path(checkpoints
         CheckpointFields(str(path), threads=1, sha256=file_sha256(checkpoints[0])).predictor()
 
 
+def test_threads_that_load_a_checkpoint_at_once_share_one_network(checkpoints):
+    # network='client' predicts PREDICT_THREADS objects at once: their first calls must not each load a copy
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = checkpoints[0].with_name("shared.ckpt")
+    path.write_bytes(checkpoints[0].read_bytes())
+    start = threading.Barrier(4)
+
+    def load(_):
+        start.wait()
+        return CheckpointFields(str(path), threads=1).predictor()
+
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(load, range(4)))
+    assert len({id(p) for p in loaded}) == 1
+
+
 def test_aps_eval_on_workers_resumes_and_refuses_another_checkpoint(eval_store, checkpoints, tmp_path):
     out = tmp_path / "eval"
     first = aps_eval("--checkpoint", checkpoints[0], "--data", eval_store, "--out", out, "--workers", "1")

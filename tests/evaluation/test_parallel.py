@@ -236,3 +236,30 @@ def test_a_killed_eval_is_completed_by_running_it_again(eval_store, tmp_path):
     assert [r["object_id"] for r in rows] == [first, second] and all(r["status"] == "ok" for r in rows)
     assert json.dumps(rows[0]) == json.dumps(json.loads((out / "objects" / f"{first}.json").read_text())["row"])
     assert len(read_metrics_csv(out / "metrics.csv")) == 2 and (out / "eval.json").is_file()
+
+
+def _worker_settings(dask_worker) -> dict:
+    import dask
+
+    return {"mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "omp": os.environ.get("OMP_NUM_THREADS"),
+            "profile": dask.config.get("distributed.worker.profile.enabled"),
+            "memory_monitor": dask.config.get("distributed.worker.memory.monitor-interval"),
+            "task_threads": dask_worker.state.nthreads}
+
+
+def test_the_local_cluster_of_aps_eval_runs_one_task_thread_with_the_heap_and_housekeeping_it_sets():
+    """evaluation.executors.local_cluster: malloc's mmap threshold set before the worker started (the network's
+    buffers come from the heap), one thread for the numerical libraries, no statistical profiler."""
+    from dask.distributed import Client
+
+    from evaluation.executors import QUIET_CLUSTER, WORKER_MALLOC, local_cluster
+
+    cluster = local_cluster(1)
+    try:
+        with Client(cluster) as client:
+            (settings,) = client.run(_worker_settings).values()
+    finally:
+        cluster.close()
+    assert settings == {"mmap_threshold": WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"], "omp": "1", "profile": False,
+                        "memory_monitor": QUIET_CLUSTER["distributed.worker.memory.monitor-interval"],
+                        "task_threads": 1}
