@@ -25,7 +25,8 @@ from collections.abc import Iterator
 
 from evaluation.results import ObjectResult
 from evaluation.runner import EvalJob, Prediction, error_result, evaluate_one, predict_one, score_one
-from pipeline.executors import default_workers
+from pipeline.executors import QUIET_CLUSTER, ClusterStart, quiet_dask_logs
+from pipeline.executors import local_cluster as _local_cluster
 from pipeline.schema import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,7 @@ PREDICT_THREADS = 4  # network='client': objects predicted at once (2 threads: 1
 # the heap, those buffers are reused; the big grids and KD-trees (tens of MB) are still mmapped and handed back
 # whole when freed.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20)}
-# A LocalCluster's housekeeping, measured idle with 2 workers: 19% of a core (each worker's statistical
-# profiler samples its task thread every 10 ms; system and memory monitors poll psutil 2-10 times a second).
-# With one worker per core that is taken from the objects; with these settings 3%. The memory limit is still
-# enforced, within 2 s.
-QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s",
-                 "distributed.worker.memory.monitor-interval": "2s", "distributed.admin.tick.interval": "200ms"}
+__all__ = ["QUIET_CLUSTER", "WORKER_MALLOC", "local_cluster", "run_objects"]
 
 
 def run_objects(job: EvalJob, store: Store, object_ids: list[str], scheduler: str = "serial",
@@ -101,64 +97,50 @@ def _predictions(store: Store, job: EvalJob, object_ids: list[str]) -> Iterator[
 
 
 def local_cluster(workers: int):
-    """A LocalCluster of `workers` single-threaded processes: one core each, their numerical libraries
-    included, malloc set before each process starts (WORKER_MALLOC), little housekeeping (QUIET_CLUSTER)."""
-    import dask
-    from dask.distributed import LocalCluster
-
-    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
-    with dask.config.set({**QUIET_CLUSTER, "distributed.nanny.pre-spawn-environ": spawn_env}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR,
-                            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    """pipeline.executors.local_cluster with this stage's mmap threshold (WORKER_MALLOC)."""
+    return _local_cluster(workers, malloc=WORKER_MALLOC)
 
 
 def run_dask(job: EvalJob, store: Store, object_ids: list[str], scheduler: str | None = None,
              workers: int | None = None, network: str = "workers") -> Iterator[ObjectResult]:
     """`scheduler` is the address of an existing cluster (its workers must see the store and the output
     folder); without it a LocalCluster of `workers` single-threaded processes is started and closed here."""
+    with quiet_dask_logs():
+        start = ClusterStart(scheduler, workers, malloc=WORKER_MALLOC)
+        try:
+            yield from _run_on_cluster(job, store, object_ids, start.get(), network)
+        finally:
+            start.close()
+
+
+def _run_on_cluster(job: EvalJob, store: Store, object_ids: list[str], client, network: str
+                    ) -> Iterator[ObjectResult]:
     import dataclasses
 
-    from dask.distributed import Client, as_completed
+    from dask.distributed import as_completed
 
-    # as pipeline.executors: the scheduler and nannies of a LocalCluster log every connection at INFO
-    dask_log = logging.getLogger("distributed")
-    dask_level = dask_log.level
-    dask_log.setLevel(logging.ERROR)
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = local_cluster(workers or default_workers())
-        client = Client(cluster)
     run = uuid.uuid4().hex[:8]
-    try:
-        # a worker runs one task at a time: the metrics' KD-trees get one thread too
-        shipped = client.scatter(dataclasses.replace(job, neighbour_workers=1), broadcast=True, hash=False)
-        if network == "workers":
-            futures = {client.submit(_evaluate_task, shipped, oid, pure=False, key=f"eval-{oid}-{run}-{k}"): oid
-                       for k, oid in enumerate(object_ids)}
-            for future in as_completed(futures):
-                yield _collect(store, future, futures[future])
-                futures.pop(future)
-            return
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
-        waiting = as_completed()
-        names: dict = {}
-        for k, (oid, prediction) in enumerate(zip(object_ids, _predictions(store, job, object_ids), strict=True)):
-            if isinstance(prediction, ObjectResult):
-                yield prediction
-                continue
-            future = client.submit(_score_task, shipped, prediction, pure=False, key=f"score-{oid}-{run}-{k}")
-            names[future] = oid
-            waiting.add(future)
-            while waiting.count() >= WAITING_PER_WORKER * n_workers:
-                done = next(waiting)
-                yield _collect(store, done, names.pop(done))
-        for done in waiting:
+    # a worker runs one task at a time: the metrics' KD-trees get one thread too
+    shipped = client.scatter(dataclasses.replace(job, neighbour_workers=1), broadcast=True, hash=False)
+    if network == "workers":
+        futures = {client.submit(_evaluate_task, shipped, oid, pure=False, key=f"eval-{oid}-{run}-{k}"): oid
+                   for k, oid in enumerate(object_ids)}
+        for future in as_completed(futures):
+            yield _collect(store, future, futures[future])
+            futures.pop(future)
+        return
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    waiting = as_completed()
+    names: dict = {}
+    for k, (oid, prediction) in enumerate(zip(object_ids, _predictions(store, job, object_ids), strict=True)):
+        if isinstance(prediction, ObjectResult):
+            yield prediction
+            continue
+        future = client.submit(_score_task, shipped, prediction, pure=False, key=f"score-{oid}-{run}-{k}")
+        names[future] = oid
+        waiting.add(future)
+        while waiting.count() >= WAITING_PER_WORKER * n_workers:
+            done = next(waiting)
             yield _collect(store, done, names.pop(done))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        dask_log.setLevel(dask_level)
+    for done in waiting:
+        yield _collect(store, done, names.pop(done))

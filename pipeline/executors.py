@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from common.threads import keep_freed_memory, pin_library_threads, single_threaded_env
@@ -111,41 +112,93 @@ def shard_priority(jobs: list[ObjectMeta], config: PreprocessConfig) -> int:
     return len(jobs) * sum(3 if job.split in config.reference_splits else 1 for job in jobs)
 
 
-def local_cluster(n_workers: int):
-    """A LocalCluster of `n_workers` single-threaded processes: one core per worker process, its numerical
-    libraries included (common.threads); no malloc trimming (1.36x slower numpy code,
-    common.threads.keep_freed_memory) and no statistical profiler sampling the task thread every 10 ms."""
+# glibc's malloc in every worker of a LocalCluster, set before the process starts: no trimming and a high mmap
+# threshold (common.threads.keep_freed_memory says why). Set here rather than only removing the nanny's
+# MALLOC_TRIM_THRESHOLD_, because a value in this process's environment would otherwise reach the workers.
+WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
+# A LocalCluster's housekeeping, measured idle with 2 workers: 19% of a core (each worker's statistical
+# profiler samples its task thread every 10 ms; system and memory monitors poll psutil 2-10 times a second).
+# With one worker per core that is taken from the objects; with these settings 3%. The memory limit is still
+# enforced, within 2 s.
+QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s",
+                 "distributed.worker.memory.monitor-interval": "2s", "distributed.admin.tick.interval": "200ms"}
+
+
+def local_cluster(n_workers: int, malloc: dict[str, str] | None = None):
+    """A LocalCluster of `n_workers` single-threaded processes (the one both stages start): one core per worker
+    process, its numerical libraries included (common.threads); glibc's malloc as WORKER_MALLOC with `malloc`'s
+    values over it, set before each process starts; little housekeeping (QUIET_CLUSTER)."""
     import dask
     from dask.distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                          "distributed.worker.profile.enabled": False}):
+    env = {**single_threaded_env(), **WORKER_MALLOC, **(malloc or {})}
+    with dask.config.set({**QUIET_CLUSTER, "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR, env=single_threaded_env())
+                            silence_logs=logging.ERROR, env=env)
+
+
+def warm_worker() -> None:
+    """Import what process_shard needs (open3d, libigl, scipy: ~2 s of a worker's first task otherwise; trimesh
+    only where a mesh is not binary STL, pipeline.stages.load)."""
+    pin_library_threads(1)
+    import igl  # noqa: F401
+    import open3d  # noqa: F401
+    import scipy.sparse.csgraph  # noqa: F401
+    import scipy.spatial  # noqa: F401
+
+    import pipeline.process  # noqa: F401
+
+
+class ClusterStart:
+    """The Dask client of a run, connected in a background thread while this process reads the manifest, hashes
+    the meshes and verifies the store (seconds on a large dataset): `scheduler` is an existing cluster's address,
+    or None for a LocalCluster of `workers` processes (local_cluster, `malloc` over WORKER_MALLOC), whose workers
+    then run `warm` (the stage's imports) before the first task reaches them. Close it in any case: a cluster
+    started here is closed, an existing one is left running."""
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None,
+                 warm: Callable[[], None] | None = None, malloc: dict[str, str] | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.cluster = None
+        self.client = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="aps-cluster-start")
+        self._started = self._pool.submit(self._start, scheduler, workers, warm, malloc)
+
+    def _start(self, scheduler: str | None, workers: int | None, warm, malloc):
+        from dask.distributed import Client
+
+        if scheduler:
+            self.client = Client(scheduler)
+        else:
+            self.cluster = local_cluster(workers or default_workers(), malloc)
+            self.client = Client(self.cluster)
+            if warm is not None:
+                self.client.run(warm)
+        return self.client
+
+    def get(self):
+        """The connected client (raises what starting it raised)."""
+        return self._started.result()
+
+    def close(self) -> None:
+        self._started.exception()  # wait for the start to finish, whatever it did
+        self._pool.shutdown()
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress,
-             scheduler: str | None = None, workers: int | None = None) -> Iterator[list[Outcome]]:
-    """One task per shard (process_shard), the costliest first.
+             start: ClusterStart) -> Iterator[list[Outcome]]:
+    """One task per shard (process_shard), the costliest first, on the client of `start` (which the caller
+    closes). Its workers must see `store_path`."""
+    from dask.distributed import as_completed
 
-    `scheduler` is the address of an existing cluster (its workers must see `store_path`); without it a
-    LocalCluster of `workers` single-threaded processes is started and closed here.
-    """
-    from dask.distributed import Client, as_completed
-
-    # The scheduler and nannies of a LocalCluster live in this process: at INFO they log every connection, and
-    # at shutdown an INFO line with a CommClosedError traceback. Our own records say what happened.
-    dask_log = logging.getLogger("distributed")
-    dask_level = dask_log.level
-    dask_log.setLevel(logging.ERROR)
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = local_cluster(workers or default_workers())
-        client = Client(cluster)
+    client = start.get()
+    client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_object(1))
     try:
-        client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_object(1))
         futures = [client.submit(process_shard, store_path, shard_name, jobs, config, True, pure=False,
                                  key=f"shard-{shard_name}", priority=shard_priority(jobs, config))
                    for shard_name, jobs in plan]
@@ -153,7 +206,18 @@ def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_obje
             yield fut.result()
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        dask_log.setLevel(dask_level)
+
+
+@contextmanager
+def quiet_dask_logs():
+    """The scheduler and nannies of a LocalCluster live in this process: at INFO they log every connection, and
+    at shutdown an INFO line with a CommClosedError traceback. Our own records say what happened."""
+    import distributed  # noqa: F401 - its first import sets the level from dask's logging config: before ours
+
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    dask_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        dask_log.setLevel(level)

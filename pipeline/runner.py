@@ -22,7 +22,7 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from pipeline import schema
 from pipeline.config import CODE_VERSION, PreprocessConfig
-from pipeline.executors import Outcome, run_dask, run_serial
+from pipeline.executors import ClusterStart, Outcome, quiet_dask_logs, run_dask, run_serial, warm_worker
 from pipeline.manifest import Manifest
 from pipeline.schema import ObjectMeta
 from pipeline.sources import extra_input_files, hash_source
@@ -145,6 +145,18 @@ def _recorded_shards(store: Path) -> set[str]:
 
 def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str, scheduler: str,
                 workers: int | None, progress: Callable[[int], object] | None) -> RunSummary:
+    if scheduler == "serial":
+        return _run(manifest, store, config, run_id, scheduler, progress, None)
+    with quiet_dask_logs():
+        cluster = ClusterStart(None if scheduler == "local" else scheduler, workers, warm_worker)  # while we hash
+        try:
+            return _run(manifest, store, config, run_id, scheduler, progress, cluster)
+        finally:
+            cluster.close()
+
+
+def _run(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str, scheduler: str,
+         progress: Callable[[int], object] | None, cluster: ClusterStart | None) -> RunSummary:
     start = time.perf_counter()
     summary = RunSummary(run_id, store)
     objects = manifest.objects()
@@ -199,11 +211,10 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
         plan += [(f"{run_id}-{split}-{k:05d}", group[i:i + size]) for k, i in enumerate(range(0, len(group), size))]
     on_object = progress or (lambda n: None)
     if pending:
-        if scheduler == "serial":
+        if cluster is None:
             shard_results = run_serial(str(store), plan, config, on_object)
         else:
-            shard_results = run_dask(str(store), plan, config, on_object,
-                                     scheduler=None if scheduler == "local" else scheduler, workers=workers)
+            shard_results = run_dask(str(store), plan, config, on_object, cluster)
         for outcomes in shard_results:
             for o in outcomes:
                 if o.status == "ok":

@@ -95,17 +95,41 @@ def _worker_state():
     import os
 
     return {name: os.environ.get(name) for name in ("IGL_NUM_THREADS", "OMP_NUM_THREADS", "APS_LIBRARY_THREADS",
-                                                    "MALLOC_TRIM_THRESHOLD_")}
+                                                    "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")}
 
 
-def test_local_cluster_workers_are_single_threaded_and_do_not_trim_malloc():
+def test_local_cluster_workers_are_single_threaded_and_do_not_trim_malloc(monkeypatch):
     """Measured: libigl's and open3d's thread per core in each worker, and the nanny's MALLOC_TRIM_THRESHOLD_,
-    made two workers on two cores no faster than one."""
+    made two workers on two cores no faster than one. A trim threshold in the parent's environment (here the
+    nanny's own value) must not reach the workers either."""
     from dask.distributed import Client
 
-    from pipeline.executors import local_cluster
+    from pipeline.executors import WORKER_MALLOC, local_cluster
 
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with local_cluster(1) as cluster, Client(cluster) as client:
         state = next(iter(client.run(_worker_state).values()))
-    assert state == {"IGL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "APS_LIBRARY_THREADS": "1",
-                     "MALLOC_TRIM_THRESHOLD_": None}
+    assert state == {"IGL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "APS_LIBRARY_THREADS": "1", **WORKER_MALLOC}
+    assert int(state["MALLOC_TRIM_THRESHOLD_"]) >= 64 << 20
+
+
+def test_binary_stl_reader_returns_what_trimesh_returns_and_leaves_ascii_to_it(robosuite_meshes, tmp_path):
+    import trimesh
+
+    from pipeline.stages.load import load_mesh, read_binary_stl
+
+    for path in [p for ps in robosuite_meshes.values() for p in ps]:
+        ours = read_binary_stl(path)
+        assert ours is not None, path
+        theirs = trimesh.load(str(path), force="mesh", process=False)
+        assert np.array_equal(ours[0], np.asarray(theirs.vertices, np.float64)), path
+        assert np.array_equal(ours[1], np.asarray(theirs.faces, np.int64)), path
+    mesh = trimesh.load(str(robosuite_meshes["arm_link"][0]), force="mesh", process=False)
+    ascii_stl = tmp_path / "part.stl"
+    ascii_stl.write_bytes(trimesh.exchange.stl.export_stl_ascii(mesh).encode())
+    assert read_binary_stl(ascii_stl) is None
+    v, f = load_mesh(ascii_stl)  # through trimesh's ascii parser
+    assert len(f) == len(mesh.faces) and np.allclose(v[f], mesh.vertices[mesh.faces], atol=1e-5)
+    cut = tmp_path / "cut.stl"  # a binary STL missing its last bytes is not read as a shorter mesh
+    cut.write_bytes(robosuite_meshes["arm_link"][0].read_bytes()[:-20])
+    assert read_binary_stl(cut) is None
