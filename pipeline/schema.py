@@ -166,7 +166,8 @@ def file_checksum(path: Path) -> tuple[int, int]:
 def _codecs(name: str, dtype: np.dtype) -> dict[str, Any]:
     """Measured on the industrial dataset (benchmarks/bench_preprocess.py prints the bytes per object and array):
     - points, written in Morton order: a fifth smaller with bit shuffling, not at all with byte shuffling;
-      zstd level 7 saves another 3% over 3 (they are near their entropy: ~45 kB for 10,000 noisy points);
+      zstd level 7 would save 2.5% over 3 at 4x its time (5.5 vs 1.3 ms an object: they are near their entropy,
+      ~46 kB for 10,000 noisy points);
     - images: the rendered views have equal R, G and B channels, so byte shuffling over the 4 bytes of a pixel
       puts three identical planes side by side and zstd stores one of them (2.3x smaller than level 7 without
       shuffling); level 5 is within 2% of level 7 at a third of its time. Photographs (dataset views) lose
@@ -178,7 +179,7 @@ def _codecs(name: str, dtype: np.dtype) -> dict[str, Any]:
     shuffle = "noshuffle" if typesize == 1 else "shuffle"
     level = 3
     if name == "points":
-        shuffle, level = "bitshuffle", 7
+        shuffle = "bitshuffle"
     if name == "images":
         shuffle, typesize, level = "shuffle", 4, 5
     # crc32c of each compressed chunk: zarr checks it on every read (4 bytes a chunk)
