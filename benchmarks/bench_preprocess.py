@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from pipeline import schema  # noqa: E402
+from pipeline.executors import default_workers  # noqa: E402
 from pipeline.manifest import Manifest, folder_manifest, load_manifest  # noqa: E402
 from pipeline.runner import RunSummary, run_preprocess  # noqa: E402
 
@@ -176,10 +177,13 @@ def main() -> None:
         if "serial" not in args.skip:
             runs.append(("serial", {"scheduler": "serial"}))
         default_summary = None
+        work: list[tuple[str, float, float, int]] = []
         for name, kw in runs:
             store = tmp / f"store-{name.replace(' ', '-')}"
             summary, wall = timed_run(manifest, store, **kw)
             rates[name] = summary.done / wall
+            n_workers = 1 if kw["scheduler"] == "serial" else kw.get("workers") or default_workers()
+            work.append((name, wall, sum(summary.step_cpu.values()) / max(summary.done, 1), n_workers))
             print(f"aps {name:9s}: {summary.done} objects in {wall:5.1f} s = {rates[name]:5.2f} objects/s "
                   f"({len(summary.failed)} failed)")
             if default_summary is None:
@@ -197,6 +201,14 @@ def main() -> None:
             print(f"existing cluster, {n} `dask worker` process(es): {summary.done} objects in {wall:5.1f} s = "
                   f"{rates[f'cluster {n}']:5.2f} objects/s (workers took {up:.1f} s to start, not counted)")
             shutil.rmtree(tmp / f"cluster-{n}", ignore_errors=True)
+    print("\nper run: core-ms an object (the objects' own steps), and the seconds of the run not covered by them on "
+          "its workers (start-up, imports, shutdown, the last shard's tail):")
+    for name, wall, cost, n_workers in work:
+        if name == "serial":  # its libraries use every core: no per-worker share to subtract
+            print(f"  {name:9s}: {1000 * cost:4.0f} core-ms (libraries multi-threaded), {wall:.1f} s")
+            continue
+        print(f"  {name:9s}: {1000 * cost:4.0f} core-ms, {n_workers} worker(s), outside the objects "
+              f"{wall - cost * len(objects) / n_workers:4.1f} s of {wall:.1f}")
     print("\nratios:")
     for a, b in (("default", "plain loop"), ("default", "1 worker"), ("serial", "plain loop"),
                  ("cluster 2", "cluster 1")):

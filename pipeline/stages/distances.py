@@ -110,7 +110,11 @@ def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    used, f = np.unique(np.asarray(faces, np.int64), return_inverse=True)
+    faces = np.asarray(faces, np.int64)
+    mask = np.zeros(len(vertices), bool)
+    mask[faces.reshape(-1)] = True
+    used = np.flatnonzero(mask)  # np.unique(faces, return_inverse=True) in O(N) instead of a sort
+    f = (np.cumsum(mask) - 1)[faces]
     weld = weld_equal_points(np.asarray(vertices, np.float64)[used])
     f = weld[f.reshape(-1)].reshape(-1, 3)
     n = int(f.max()) + 1 if len(f) else 0

@@ -13,7 +13,9 @@ def normalize(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, floa
     A box with no finite positive size (non-finite coordinates, or a width that overflows float64) is refused with
     a one-line ValueError, without numpy's overflow warnings.
     """
-    used = vertices[np.unique(faces)]
+    mask = np.zeros(len(vertices), bool)
+    mask[np.asarray(faces).reshape(-1)] = True  # the used vertices in O(N); np.unique sorted the faces
+    used = vertices[mask]
     lo, hi = used.min(axis=0), used.max(axis=0)
     with np.errstate(over="ignore", invalid="ignore"):
         extent = hi - lo
