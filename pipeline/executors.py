@@ -181,6 +181,10 @@ class ClusterStart:
         """The connected client (raises what starting it raised)."""
         return self._started.result()
 
+    def n_workers(self) -> int:
+        """Workers of the cluster (waits for its start)."""
+        return max(1, len(self.get().scheduler_info()["workers"]))
+
     def close(self) -> None:
         self._started.exception()  # wait for the start to finish, whatever it did
         self._pool.shutdown()

@@ -22,7 +22,14 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from pipeline import schema
 from pipeline.config import CODE_VERSION, PreprocessConfig
-from pipeline.executors import ClusterStart, Outcome, quiet_dask_logs, run_dask, run_serial, warm_worker
+from pipeline.executors import (
+    ClusterStart,
+    Outcome,
+    quiet_dask_logs,
+    run_dask,
+    run_serial,
+    warm_worker,
+)
 from pipeline.manifest import Manifest
 from pipeline.schema import ObjectMeta
 from pipeline.sources import extra_input_files, hash_source
@@ -204,11 +211,7 @@ def _run(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str,
     _append_records(store, records)
     schema.write_index(store, index, complete=False)
 
-    size = max(1, config.shard_size)
-    plan = []  # shards never mix splits, so all objects of a shard have the same arrays
-    for split in sorted({j.split for j in pending}):
-        group = [j for j in pending if j.split == split]
-        plan += [(f"{run_id}-{split}-{k:05d}", group[i:i + size]) for k, i in enumerate(range(0, len(group), size))]
+    plan = plan_shards(pending, run_id, config.shard_size, 1 if cluster is None or not pending else cluster.n_workers())
     on_object = progress or (lambda n: None)
     if pending:
         if cluster is None:
@@ -250,6 +253,31 @@ def _run(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str,
         "step_cpu_seconds": summary.step_cpu},
         indent=2))
     return summary
+
+
+TAIL_SHARD_DIVISOR = 4  # the last round of work goes in shards of shard_size / 4 objects
+
+
+def plan_shards(pending: list[ObjectMeta], run_id: str, shard_size: int, workers: int
+                ) -> list[tuple[str, list[ObjectMeta]]]:
+    """Shards of at most `shard_size` objects, never mixing splits (a shard's objects have the same arrays).
+
+    The largest split's last `workers` x shard_size objects go in shards a quarter that size, which the executors
+    run last (executors.shard_priority): measured on 266 parts with 2 workers, one worker otherwise sat idle for
+    ~2 s while the other finished a full shard; a small shard costs ~0.1 s more to write.
+    """
+    size = max(1, shard_size)
+    groups = {split: [j for j in pending if j.split == split] for split in sorted({j.split for j in pending})}
+    tail_split = max(groups, key=lambda split: len(groups[split]), default=None)
+    plan = []
+    for split, group in groups.items():
+        tail = min(len(group), workers * size) if workers > 1 and split == tail_split else 0
+        head, rest = group[:len(group) - tail], group[len(group) - tail:]
+        small = max(1, size // TAIL_SHARD_DIVISOR)
+        pieces = [head[i:i + size] for i in range(0, len(head), size)] + [rest[i:i + small]
+                                                                          for i in range(0, len(rest), small)]
+        plan += [(f"{run_id}-{split}-{k:05d}", piece) for k, piece in enumerate(pieces)]
+    return plan
 
 
 def _record(base: dict, o: Outcome) -> dict:

@@ -133,3 +133,24 @@ def test_binary_stl_reader_returns_what_trimesh_returns_and_leaves_ascii_to_it(r
     cut = tmp_path / "cut.stl"  # a binary STL missing its last bytes is not read as a shorter mesh
     cut.write_bytes(robosuite_meshes["arm_link"][0].read_bytes()[:-20])
     assert read_binary_stl(cut) is None
+
+
+def test_the_last_round_of_shards_is_small_and_every_object_is_planned_once():
+    from pipeline.config import PreprocessConfig
+    from pipeline.executors import shard_priority
+    from pipeline.runner import TAIL_SHARD_DIVISOR, plan_shards
+    from pipeline.schema import ObjectMeta
+
+    jobs = [ObjectMeta(f"part-{k:03d}", "part", split, f"/data/part-{k:03d}.stl")
+            for k, split in enumerate(["train"] * 100 + ["val"] * 10 + ["test"] * 20)]
+    plan = plan_shards(jobs, "run", 16, workers=2)
+    planned = [j.object_id for _, shard in plan for j in shard]
+    assert sorted(planned) == sorted(j.object_id for j in jobs)  # each exactly once
+    assert all(len({j.split for j in shard}) == 1 and len(shard) <= 16 for _, shard in plan)
+    train = [shard for name, shard in plan if "-train-" in name]
+    assert [len(s) for s in train] == [16] * 4 + [4] * 9  # 68 in full shards, the last 2 x 16 in fours
+    assert sum(len(s) for s in train[-8:]) == 32 and TAIL_SHARD_DIVISOR == 4
+    config = PreprocessConfig()
+    lowest = min(shard_priority(s, config) for _, s in plan)
+    assert all(shard_priority(s, config) == lowest for s in train[-8:])  # the small ones run last
+    assert [len(s) for name, s in plan_shards(jobs, "run", 16, workers=1) if "-train-" in name] == [16] * 6 + [4]
