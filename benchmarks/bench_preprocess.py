@@ -4,6 +4,7 @@ default LocalCluster, with 1 worker and serial, against a plain loop that does t
     python benchmarks/bench_preprocess.py [--manifest manifests/industrial-parts.toml | --meshes DIR]
     python benchmarks/bench_preprocess.py --cluster 1 2      # also on an existing cluster: `dask scheduler` plus
                                                              # `dask worker --nworkers N --nthreads 1`, N = 1, 2
+    python benchmarks/bench_preprocess.py --repeat 3 --skip serial   # 3 interleaved rounds, ratios of medians
     python benchmarks/bench_preprocess.py --store data/industrial-parts     # bytes per object of a store only
 
 Prints objects/s of each run (cluster start-up and the test split's reference data included), the ratios,
@@ -159,6 +160,7 @@ def main() -> None:
                     "these numbers of `dask worker` processes")
     ap.add_argument("--skip", nargs="*", default=[], choices=["serial", "one", "baseline"])
     ap.add_argument("--store", help="only report the bytes per object of this existing store")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the runs, interleaved; ratios of the medians")
     args = ap.parse_args()
     if args.store:
         report_storage(Path(args.store))
@@ -178,23 +180,30 @@ def main() -> None:
             runs.append(("serial", {"scheduler": "serial"}))
         default_summary = None
         work: list[tuple[str, float, float, int]] = []
-        for name, kw in runs:
-            store = tmp / f"store-{name.replace(' ', '-')}"
-            summary, wall = timed_run(manifest, store, **kw)
-            rates[name] = summary.done / wall
-            n_workers = 1 if kw["scheduler"] == "serial" else kw.get("workers") or default_workers()
-            work.append((name, wall, sum(summary.step_cpu.values()) / max(summary.done, 1), n_workers))
-            print(f"aps {name:9s}: {summary.done} objects in {wall:5.1f} s = {rates[name]:5.2f} objects/s "
-                  f"({len(summary.failed)} failed)")
-            if default_summary is None:
-                default_summary = summary
-                report_storage(store)
-            shutil.rmtree(store)
-        if "baseline" not in args.skip:
-            done, wall, cpu = plain_loop(objects, tmp / "plain")
-            rates["plain loop"] = done / wall
-            print(f"plain loop   : {done} objects in {wall:5.1f} s = {rates['plain loop']:5.2f} objects/s, "
-                  f"{1000 * cpu / max(done, 1):.0f} core-ms an object")
+        samples: dict[str, list[float]] = {}
+        for round_ in range(args.repeat):  # interleaved, so a slow spell of a shared machine hits every run alike
+            tag = f" (round {round_ + 1})" if args.repeat > 1 else ""
+            for name, kw in runs:
+                store = tmp / f"store-{name.replace(' ', '-')}"
+                summary, wall = timed_run(manifest, store, **kw)
+                samples.setdefault(name, []).append(summary.done / wall)
+                n_workers = 1 if kw["scheduler"] == "serial" else kw.get("workers") or default_workers()
+                work.append((name + tag, wall, sum(summary.step_cpu.values()) / max(summary.done, 1), n_workers))
+                print(f"aps {name:9s}: {summary.done} objects in {wall:5.1f} s = {samples[name][-1]:5.2f} objects/s "
+                      f"({len(summary.failed)} failed){tag}")
+                if default_summary is None:
+                    default_summary = summary
+                    report_storage(store)
+                shutil.rmtree(store)
+            if "baseline" not in args.skip:
+                done, wall, cpu = plain_loop(objects, tmp / "plain")
+                samples.setdefault("plain loop", []).append(done / wall)
+                print(f"plain loop   : {done} objects in {wall:5.1f} s = {samples['plain loop'][-1]:5.2f} objects/s, "
+                      f"{1000 * cpu / max(done, 1):.0f} core-ms an object{tag}")
+                shutil.rmtree(tmp / "plain", ignore_errors=True)
+        rates.update({name: float(np.median(values)) for name, values in samples.items()})
+        if args.repeat > 1:
+            print("medians over the rounds: " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items()) + " objects/s")
         for n in args.cluster:
             summary, wall, up = on_existing_cluster(manifest, tmp / f"cluster-{n}", n)
             rates[f"cluster {n}"] = summary.done / wall
