@@ -179,7 +179,7 @@ def main() -> None:
         if "serial" not in args.skip:
             runs.append(("serial", {"scheduler": "serial"}))
         default_summary = None
-        work: list[tuple[str, float, float, int]] = []
+        work: list[tuple[str, str, float, RunSummary, int]] = []  # name, round tag, wall, summary, workers
         samples: dict[str, list[float]] = {}
         for round_ in range(args.repeat):  # interleaved, so a slow spell of a shared machine hits every run alike
             tag = f" (round {round_ + 1})" if args.repeat > 1 else ""
@@ -188,7 +188,7 @@ def main() -> None:
                 summary, wall = timed_run(manifest, store, **kw)
                 samples.setdefault(name, []).append(summary.done / wall)
                 n_workers = 1 if kw["scheduler"] == "serial" else kw.get("workers") or default_workers()
-                work.append((name + tag, wall, sum(summary.step_cpu.values()) / max(summary.done, 1), n_workers))
+                work.append((name, tag, wall, summary, n_workers))
                 print(f"aps {name:9s}: {summary.done} objects in {wall:5.1f} s = {samples[name][-1]:5.2f} objects/s "
                       f"({len(summary.failed)} failed){tag}")
                 if default_summary is None:
@@ -212,12 +212,14 @@ def main() -> None:
             shutil.rmtree(tmp / f"cluster-{n}", ignore_errors=True)
     print("\nper run: core-ms an object (the objects' own steps), and the seconds of the run not covered by them on "
           "its workers (start-up, imports, shutdown, the last shard's tail):")
-    for name, wall, cost, n_workers in work:
+    for name, tag, wall, summary, n_workers in work:
+        cpu = sum(summary.step_cpu.values())
+        cost = cpu / max(summary.done, 1)
         if name == "serial":  # its libraries use every core: no per-worker share to subtract
-            print(f"  {name:9s}: {1000 * cost:4.0f} core-ms (libraries multi-threaded), {wall:.1f} s")
+            print(f"  {name:9s}: {1000 * cost:4.0f} core-ms (libraries multi-threaded), {wall:.1f} s{tag}")
             continue
         print(f"  {name:9s}: {1000 * cost:4.0f} core-ms, {n_workers} worker(s), outside the objects "
-              f"{wall - cost * len(objects) / n_workers:4.1f} s of {wall:.1f}")
+              f"{wall - cpu / n_workers:4.1f} s of {wall:.1f}{tag}")
     print("\nratios:")
     for a, b in (("default", "plain loop"), ("default", "1 worker"), ("serial", "plain loop"),
                  ("cluster 2", "cluster 1")):

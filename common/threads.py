@@ -36,9 +36,16 @@ def library_threads() -> int:
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 64 << 20  # blocks below this come from the heap and are reused
+TRIM_THRESHOLD = 256 << 20  # free heap kept before any is handed back
 
 
-def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
+def malloc_env() -> dict[str, str]:
+    """keep_freed_memory's settings as glibc's environment variables, for a process not started yet."""
+    return {"MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD), "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
+
+
+def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Let glibc keep and reuse freed memory in this process instead of handing every large array back to the
     kernel. Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins the mmap threshold at
     128 kB: each of the many MB-sized numpy temporaries of a preprocess step is then mmap'd and page-faulted

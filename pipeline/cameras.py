@@ -106,10 +106,10 @@ class MeshRenderer:
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, color=GREY_BLUE):
         self.scene = raycasting_scene(vertices, faces)
         self.color = np.asarray(color, np.float32)
+        from pipeline.stages.normalize import used_vertices
+
         vertices = np.asarray(vertices, np.float64)
-        used = np.zeros(len(vertices), bool)
-        used[np.asarray(faces, np.int64).reshape(-1)] = True  # an O(N) mask; np.unique sorted the faces
-        self.outline = _hull_points(vertices[used])
+        self.outline = _hull_points(vertices[used_vertices(len(vertices), faces)])
 
     def render(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
         """One RGBA view, uint8 (H, W, 4): Lambertian shading, alpha 0 where no surface is hit."""

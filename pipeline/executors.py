@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from common.threads import keep_freed_memory, pin_library_threads, single_threaded_env
+from common.threads import keep_freed_memory, malloc_env, pin_library_threads, single_threaded_env
 from pipeline import schema
 from pipeline.config import PreprocessConfig
 from pipeline.process import ObjectFailure, process_object_safe
@@ -113,9 +113,9 @@ def shard_priority(jobs: list[ObjectMeta], config: PreprocessConfig) -> int:
 
 
 # glibc's malloc in every worker of a LocalCluster, set before the process starts: no trimming and a high mmap
-# threshold (common.threads.keep_freed_memory says why). Set here rather than only removing the nanny's
-# MALLOC_TRIM_THRESHOLD_, because a value in this process's environment would otherwise reach the workers.
-WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
+# threshold (common.threads.keep_freed_memory says why). The worker's env overrides both the nanny's
+# MALLOC_TRIM_THRESHOLD_=65536 and any value in this process's environment.
+WORKER_MALLOC = malloc_env()
 # A LocalCluster's housekeeping, measured idle with 2 workers: 19% of a core (each worker's statistical
 # profiler samples its task thread every 10 ms; system and memory monitors poll psutil 2-10 times a second).
 # With one worker per core that is taken from the objects; with these settings 3%. The memory limit is still
@@ -132,7 +132,7 @@ def local_cluster(n_workers: int, malloc: dict[str, str] | None = None):
     from dask.distributed import LocalCluster
 
     env = {**single_threaded_env(), **WORKER_MALLOC, **(malloc or {})}
-    with dask.config.set({**QUIET_CLUSTER, "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set(QUIET_CLUSTER):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                             silence_logs=logging.ERROR, env=env)
 
@@ -140,7 +140,6 @@ def local_cluster(n_workers: int, malloc: dict[str, str] | None = None):
 def warm_worker() -> None:
     """Import what process_shard needs (open3d, libigl, scipy: ~2 s of a worker's first task otherwise; trimesh
     only where a mesh is not binary STL, pipeline.stages.load)."""
-    pin_library_threads(1)
     import igl  # noqa: F401
     import open3d  # noqa: F401
     import scipy.sparse.csgraph  # noqa: F401

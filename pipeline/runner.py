@@ -267,13 +267,13 @@ def plan_shards(pending: list[ObjectMeta], run_id: str, shard_size: int, workers
     ~2 s while the other finished a full shard; a small shard costs ~0.1 s more to write.
     """
     size = max(1, shard_size)
+    small = max(1, size // TAIL_SHARD_DIVISOR)
     groups = {split: [j for j in pending if j.split == split] for split in sorted({j.split for j in pending})}
     tail_split = max(groups, key=lambda split: len(groups[split]), default=None)
     plan = []
     for split, group in groups.items():
         tail = min(len(group), workers * size) if workers > 1 and split == tail_split else 0
         head, rest = group[:len(group) - tail], group[len(group) - tail:]
-        small = max(1, size // TAIL_SHARD_DIVISOR)
         pieces = [head[i:i + size] for i in range(0, len(head), size)] + [rest[i:i + small]
                                                                           for i in range(0, len(rest), small)]
         plan += [(f"{run_id}-{split}-{k:05d}", piece) for k, piece in enumerate(pieces)]

@@ -110,10 +110,11 @@ def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    from pipeline.stages.normalize import used_vertices
+
     faces = np.asarray(faces, np.int64)
-    mask = np.zeros(len(vertices), bool)
-    mask[faces.reshape(-1)] = True
-    used = np.flatnonzero(mask)  # np.unique(faces, return_inverse=True) in O(N) instead of a sort
+    mask = used_vertices(len(vertices), faces)
+    used = np.flatnonzero(mask)  # np.unique(faces, return_inverse=True) without its sort
     f = (np.cumsum(mask) - 1)[faces]
     weld = weld_equal_points(np.asarray(vertices, np.float64)[used])
     f = weld[f.reshape(-1)].reshape(-1, 3)
