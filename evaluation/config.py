@@ -33,7 +33,9 @@ class EvalConfig:
     n_samples: int = metrics.N_SURFACE_SAMPLES
     """points sampled on the predicted mesh"""
     tau: float = metrics.FSCORE_TAU
-    """F-score distance threshold, normalised units"""
+    """F-score distance threshold, normalised units (the `fscore` column, 1%)"""
+    tau_2: float = metrics.FSCORE_TAU_2
+    """the second F-score's threshold (the `fscore_2pct` column, 2%)"""
     pictures: bool = True
     """draw a picture strip per object (input | prediction | ground truth) into pictures/ and report.md"""
     picture_scale: int = 2

@@ -23,19 +23,29 @@ from scipy.spatial import cKDTree
 log = logging.getLogger(__name__)
 
 N_SURFACE_SAMPLES = 100_000  # OccNet: 100k points sampled on the predicted mesh
-FSCORE_TAU = 0.01  # F-score threshold, normalised units (1% of the longest side)
+FSCORE_TAU = 0.01  # F-score threshold, normalised units: 1% of the longest side (Tatarchenko et al. 2019)
+FSCORE_TAU_2 = 0.02  # ... and the looser one of the second F-score column, 2%
 EDGE_EPS = 0.01  # paper eq. 13: neighbourhood radius of the sharpness
 EDGE_SHARPNESS = 0.1  # paper eq. 13: edge point if sigma(p) < 0.1
 
 # Worst values for a prediction without surface (docs/METRICS.md, "Failures"). No two points of the unit
 # cube are farther apart than its diagonal, so no prediction inside it has a larger Chamfer distance.
 WORST_DISTANCE = math.sqrt(3.0)
+WORST_SQUARED_DISTANCE = 3.0
 WORST_NORMAL_CONSISTENCY = 0.0
 WORST_FSCORE = 0.0
 
-METRIC_NAMES = ("iou", "chamfer_l1", "ecd", "normal_consistency", "fscore")
-HIGHER_IS_BETTER = {"iou": True, "chamfer_l1": False, "ecd": False, "normal_consistency": True,
-                    "fscore": True, "silhouette_iou": True}
+# The scores of a mesh without surface: no point of it can be sampled (a row's iou still comes from the field)
+WORST_SURFACE_SCORES = {"chamfer_l1": WORST_DISTANCE, "ecd": WORST_DISTANCE,
+                        "normal_consistency": WORST_NORMAL_CONSISTENCY, "fscore": WORST_FSCORE,
+                        "fscore_2pct": WORST_FSCORE, "chamfer_l2": WORST_SQUARED_DISTANCE, "precision": 0.0,
+                        "recall": 0.0}
+
+METRIC_NAMES = ("iou", "chamfer_l1", "ecd", "normal_consistency", "fscore")  # metrics.csv's first columns, in order
+# the order of the tables: IoU and the F-scores first, as in the tables people compare with (docs/METRICS.md)
+TABLE_ORDER = ("iou", "fscore", "fscore_2pct", "chamfer_l1", "ecd", "normal_consistency")
+HIGHER_IS_BETTER = {"iou": True, "chamfer_l1": False, "chamfer_l2": False, "ecd": False, "normal_consistency": True,
+                    "fscore": True, "fscore_2pct": True, "silhouette_iou": True}
 
 
 def _unit(normals: np.ndarray) -> np.ndarray:
@@ -93,6 +103,11 @@ class _Nearest:
     def chamfer_l1(self) -> float:
         return 0.5 * (float(self.pred_to_ref.mean()) + float(self.ref_to_pred.mean()))
 
+    def chamfer_l2(self) -> float:
+        """½ (mean squared distance both ways): OccNet's Chamfer-L2 (docs/METRICS.md converts it to IM-NET's)."""
+        return 0.5 * (float(np.square(self.pred_to_ref, dtype=np.float64).mean())
+                      + float(np.square(self.ref_to_pred, dtype=np.float64).mean()))
+
     def normal_consistency(self, pred_normals: np.ndarray, ref_normals: np.ndarray) -> float:
         pn, rn = _unit(pred_normals), _unit(ref_normals)
         accuracy = np.abs(np.einsum("ij,ij->i", pn, rn[self.pred_to_ref_index])).mean()
@@ -112,6 +127,11 @@ def chamfer_l1(pred: np.ndarray, ref: np.ndarray, workers: int = -1) -> float:
     pred (P, 3), ref (R, 3): points, normalised frame. Returns normalised units.
     """
     return _Nearest.between(pred, ref, workers).chamfer_l1()
+
+
+def chamfer_l2(pred: np.ndarray, ref: np.ndarray, workers: int = -1) -> float:
+    """chamfer_l1 with squared distances (OccNet's Chamfer-L2), squared normalised units."""
+    return _Nearest.between(pred, ref, workers).chamfer_l2()
 
 
 def normal_consistency(pred: np.ndarray, pred_normals: np.ndarray, ref: np.ndarray, ref_normals: np.ndarray
@@ -210,8 +230,10 @@ def silhouette_iou(pred_masks: np.ndarray, ref_masks: np.ndarray) -> float:
 
 def surface_scores(vertices: np.ndarray, faces: np.ndarray, ref_points: np.ndarray, ref_normals: np.ndarray,
                    n_samples: int = N_SURFACE_SAMPLES, tau: float = FSCORE_TAU, seed: int = 0,
-                   workers: int = -1, timings: dict[str, float] | None = None) -> dict[str, float]:
-    """Chamfer-L1, ECD, normal consistency and F-score of a predicted mesh against the reference surface.
+                   workers: int = -1, timings: dict[str, float] | None = None,
+                   tau_2: float = FSCORE_TAU_2) -> dict[str, float]:
+    """Chamfer-L1 and -L2, ECD, normal consistency and the F-scores at tau and tau_2 of a predicted mesh against
+    the reference surface.
 
     vertices (V, 3), faces (F, 3): the predicted mesh, normalised frame; ref_points, ref_normals (R, 3):
     points and unit normals on the true surface. A mesh without faces gets the worst values (see the top).
@@ -223,21 +245,20 @@ def surface_scores(vertices: np.ndarray, faces: np.ndarray, ref_points: np.ndarr
     if len(faces) == 0:
         n_edge_ref = int(np.count_nonzero(edge_points(ref_points, ref_normals)))
         clock.lap("ecd")
-        return {"chamfer_l1": WORST_DISTANCE, "ecd": WORST_DISTANCE,
-                "normal_consistency": WORST_NORMAL_CONSISTENCY, "fscore": WORST_FSCORE,
-                "precision": 0.0, "recall": 0.0, "n_edge_pred": 0, "n_edge_ref": n_edge_ref}
+        return {**WORST_SURFACE_SCORES, "n_edge_pred": 0, "n_edge_ref": n_edge_ref}
     pred, pred_normals = sample_mesh(vertices, faces, n_samples, seed)
     clock.lap("sampling")
     ref_points = np.asarray(ref_points, np.float32)
     nn = _Nearest.between(pred, ref_points, workers)
     f, precision, recall = nn.fscore(tau)
+    f_2, _, _ = nn.fscore(tau_2)
     chamfer, consistency = nn.chamfer_l1(), nn.normal_consistency(pred_normals, ref_normals)
     clock.lap("nearest")
     ecd, n_edge_pred, n_edge_ref = edge_chamfer_distance(pred, pred_normals, ref_points, ref_normals,
                                                          workers=workers)
     clock.lap("ecd")
-    return {"chamfer_l1": chamfer, "ecd": ecd, "normal_consistency": consistency,
-            "fscore": f, "precision": precision, "recall": recall,
+    return {"chamfer_l1": chamfer, "ecd": ecd, "normal_consistency": consistency, "fscore": f, "fscore_2pct": f_2,
+            "chamfer_l2": nn.chamfer_l2(), "precision": precision, "recall": recall,
             "n_edge_pred": n_edge_pred, "n_edge_ref": n_edge_ref}
 
 

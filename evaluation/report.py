@@ -10,20 +10,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from evaluation.metrics import FSCORE_TAU, HIGHER_IS_BETTER, METRIC_NAMES
+from evaluation.metrics import FSCORE_TAU, FSCORE_TAU_2, HIGHER_IS_BETTER, METRIC_NAMES, TABLE_ORDER
 
 FIRST_COLUMNS = ("object_id", "category", *METRIC_NAMES)  # the columns outside tools rely on (README, docs/METRICS.md)
-EXTRA_COLUMNS = ("silhouette_iou", "precision", "recall", "n_edge_pred", "n_edge_ref", "n_vertices",
-                 "n_faces", "n_queries", "seconds", "status")
+EXTRA_COLUMNS = ("fscore_2pct", "chamfer_l2", "silhouette_iou", "precision", "recall", "n_edge_pred", "n_edge_ref",
+                 "n_vertices", "n_faces", "n_queries", "seconds", "status")
 COLUMNS = (*FIRST_COLUMNS, *EXTRA_COLUMNS)
-TABLE_METRICS = (*METRIC_NAMES, "silhouette_iou")
+TABLE_METRICS = (*TABLE_ORDER, "silhouette_iou")
 
 LABELS = {
     "iou": "IoU",
     "chamfer_l1": "Chamfer-L1",
     "ecd": "ECD",
     "normal_consistency": "Normal consistency",
-    "fscore": f"F-score@{FSCORE_TAU:g}",
+    "fscore": f"F-score@{100 * FSCORE_TAU:g}%",
+    "fscore_2pct": f"F-score@{100 * FSCORE_TAU_2:g}%",
+    "chamfer_l2": "Chamfer-L2",
     "silhouette_iou": "Silhouette IoU (weight-free, not DR-KFS)",
 }
 
@@ -165,7 +167,9 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, object]
     lines = ["# Evaluation report", ""]
     lines += [f"- {k}: `{v}`" for k, v in settings.items()]
     lines += ["", "Distances (Chamfer-L1, ECD) are in the normalised frame: the unit cube, longest side "
-              f"of the object = 1. F-score at tau = {FSCORE_TAU:g}. Definitions: docs/METRICS.md.", "",
+              f"of the object = 1. F-scores at tau = {FSCORE_TAU:g} and {FSCORE_TAU_2:g} (1% and 2% of the "
+              f"longest side). IoU on the reference uniform points of {settings.get('iou_box', 'the store')}. "
+              "Definitions and the conversions to other papers' units: docs/METRICS.md.", "",
               "## Per category (Table 1 shape)", "", markdown(category_table(rows)), DR_KFS_NOTE, ""]
     failed = [r for r in rows if str(r.get("status", "ok")) != "ok"]
     if failed:

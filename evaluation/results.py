@@ -33,7 +33,7 @@ from common.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-RESULT_VERSION = 1  # bump when a change of the scoring code changes a value: old records are then refused
+RESULT_VERSION = 2  # bump when a change of the scoring code changes a value: old records are then refused
 OBJECTS_DIR = "objects"
 RESUME_FILE = "resume.json"
 LOCK_FILE = ".eval.lock"

@@ -138,9 +138,20 @@ def _check_reference(store: Store, object_id: str) -> None:
 
 
 def _worst_row() -> dict[str, object]:
-    return {"iou": 0.0, "chamfer_l1": metrics.WORST_DISTANCE, "ecd": metrics.WORST_DISTANCE,
-            "normal_consistency": metrics.WORST_NORMAL_CONSISTENCY, "fscore": metrics.WORST_FSCORE,
-            "silhouette_iou": 0.0, "precision": 0.0, "recall": 0.0}
+    return {"iou": 0.0, **metrics.WORST_SURFACE_SCORES, "silhouette_iou": 0.0}
+
+
+def iou_box(store: Store) -> str:
+    """The box of the store's reference uniform points, where IoU is estimated, as the report states it; a store
+    written before the padding (pipeline-4 and older) is named as such, since its IoU is not OccNet's."""
+    padding = store.params.get("reference_padding")
+    if padding is None:
+        return ("[-0.5, 0.5]^3, the unit cube unpadded: this store was written before pipeline-5, so volume "
+                "predicted outside the object's box is not counted and IoU reads higher than OccNet's; rerun "
+                "`aps preprocess` on it (docs/METRICS.md)")
+    half = 0.5 * (1 + float(padding))
+    return f"[-{half:g}, {half:g}]^3, the unit cube padded by {float(padding):g}" + (
+        " (OccNet's box)" if float(padding) == 0.1 else "")
 
 
 def read_view(store: Store, object_id: str, index: int) -> InputView:
@@ -193,7 +204,7 @@ def score_object(store: Store, prediction: Prediction, out_dir: str | os.PathLik
     row: dict[str, object] = {"object_id": object_id, "category": info["category"], "iou": prediction.iou}
     row.update(metrics.surface_scores(vertices, faces, ref["ref_surface_points"], ref["ref_surface_normals"],
                                       config.n_samples, config.tau, config.seed, workers=neighbour_workers,
-                                      timings=timings))
+                                      timings=timings, tau_2=config.tau_2))
     clock.t = time.perf_counter()
 
     K_all, Rt_all = store.read(object_id, "K"), store.read(object_id, "Rt")
@@ -368,6 +379,8 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
                          f"{sorted({store.info(o)['split'] for o in store.object_ids})})")
     object_ids = select_objects(store, object_ids, config)
     _check_reference(store, object_ids[0])
+    if "reference_padding" not in store.params:
+        log.warning("%s: IoU in %s", store.path, iou_box(store))
     folder = ResultFolder(out_dir)
     with folder.lock():
         digest = folder.claim(run_identity(config, field_id, store))
@@ -393,8 +406,8 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
 def _write_tables(store: Store, out_dir: Path, config: EvalConfig, rows: list[dict[str, object]],
                   results: Iterable[ObjectResult], tracker: _Tracker) -> None:
     write_metrics_csv(rows, out_dir / "metrics.csv")
-    settings = {"data": str(store.path), **{k: v for k, v in asdict(config).items() if k != "extra"},
-                **config.extra}
+    settings = {"data": str(store.path), "iou_box": iou_box(store),
+                **{k: v for k, v in asdict(config).items() if k != "extra"}, **config.extra}
     write_table(category_table(rows), out_dir / "table1")
     pictures = {r.object_id: r.picture for r in results if r.picture}
     write_report(out_dir, rows, settings, pictures)

@@ -11,7 +11,12 @@ from typing import Any
 from pipeline.stages.render_views import ViewSampling
 
 # Bump when a change to the code changes what is written for the same inputs: objects are then redone.
-CODE_VERSION = "pipeline-4"
+CODE_VERSION = "pipeline-5"
+# The code version whose random draws (points, views) objects keep. Bump it only for a change meant to redraw them:
+# a CODE_VERSION bump alone redoes every object with the same draws, so numbers measured on them stay comparable.
+DRAWS_VERSION = "pipeline-4"
+# Parameters that transform the draws without changing them (the reference box scales the same uniform draws)
+NOT_IN_DRAWS = ("reference_padding",)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,9 @@ class PreprocessConfig:
     """rendered views when the dataset ships none (3D-R2N2's count, size and camera ranges)"""
     n_reference: int = 100_000
     """evaluation reference points per object, on the surface and uniform in the cube (OccNet: 100k)"""
+    reference_padding: float = 0.1
+    """the reference uniform points fill the unit cube scaled by 1 + reference_padding: [-0.55, 0.55]^3 at
+    OccNet's 0.1, so predicted volume outside the object's own box counts against IoU (docs/METRICS.md)"""
     reference_splits: tuple[str, ...] = ("test",)
     """splits whose objects get the evaluation reference arrays"""
     distance_backend: str = "libigl"
@@ -43,10 +51,17 @@ class PreprocessConfig:
         d = asdict(self)
         return json.loads(json.dumps(d))  # tuples -> lists, so the dict is what JSON stores
 
-    def digest(self) -> str:
-        """Hash of everything that changes an object's arrays (not shard_size, which only groups them)."""
+    @property
+    def reference_half(self) -> float:
+        """Half the edge of the reference box [-h, h]^3 of the uniform reference points."""
+        return 0.5 * (1.0 + self.reference_padding)
+
+    def digest(self, omit: tuple[str, ...] = ()) -> str:
+        """Hash of everything that changes an object's arrays (not shard_size, which only groups them), less the
+        parameters in `omit`."""
         d = self.to_dict()
-        d.pop("shard_size")
+        for name in ("shard_size", *omit):
+            d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def __post_init__(self) -> None:
@@ -103,6 +118,9 @@ class PreprocessConfig:
         if not isinstance(splits, tuple | list) or not all(s in SPLITS for s in splits):
             raise ValueError(f"reference_splits must be a list of split names from {list(SPLITS)}, "
                              f"got {_shown(splits)!r}")
+        padding = self.reference_padding
+        if not _numbers([padding]) or not 0 <= padding <= 1:
+            raise ValueError(f"reference_padding must be a number in [0, 1] (OccNet: 0.1), got {padding!r}")
         if splits and self.n_reference < 1:
             raise ValueError(f"n_reference must be >= 1 while reference_splits is {list(splits)} (set "
                              "reference_splits = [] for no evaluation reference), got 0")

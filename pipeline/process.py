@@ -27,8 +27,9 @@ class ObjectFailure:
     seconds: float = 0.0
 
 
-def object_rng(content_hash: str, seed: int) -> np.random.Generator:
-    return np.random.default_rng([seed, int(content_hash[:16] or "0", 16)])
+def object_rng(draw_seed: str, seed: int) -> np.random.Generator:
+    """The generator of all of one object's draws (ObjectMeta.draw_seed: the same across code versions)."""
+    return np.random.default_rng([seed, int(draw_seed[:16] or "0", 16)])
 
 
 def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord:
@@ -52,7 +53,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
     vertices, scale, center = normalize(vertices, faces)
     lap("load")
 
-    rng = object_rng(job.content_hash, config.seed)
+    rng = object_rng(job.draw_seed, config.seed)
     surface, _ = sample_surface(vertices, faces, config.n_surface, rng)
     surface_points = jitter(surface, config.jitter_sigmas, config.jitter_weights, rng)
     uniform = uniform_points(config.n_uniform, rng)
@@ -64,7 +65,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
     lap("distance")
     wants_reference = job.split in config.reference_splits
     if wants_reference:  # one winding-number call for both point sets: the tree is built once
-        ref_uniform = uniform_points(config.n_reference, rng)
+        ref_uniform = uniform_points(config.n_reference, rng, config.reference_half)
         flags = inside(vertices, faces, np.concatenate([points, ref_uniform]))
         inside_flags, ref_inside = flags[: len(points)], flags[len(points):]
     else:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from pipeline import schema
-from pipeline.config import CODE_VERSION, PreprocessConfig
+from pipeline.config import CODE_VERSION, DRAWS_VERSION, NOT_IN_DRAWS, PreprocessConfig
 from pipeline.executors import (
     ClusterStart,
     Outcome,
@@ -65,9 +65,12 @@ class RunSummary:
                 f"-> {self.store}")
 
 
-def content_hash(job: ObjectMeta, config: PreprocessConfig) -> str:
-    """Names a unit of work: the mesh file's bytes (one model's row for an IM-NET file), the bytes of the files
-    a source adds (a dataset's views and their cameras), the parameters that shape its arrays, the code version."""
+def object_hashes(job: ObjectMeta, config: PreprocessConfig) -> tuple[str, str]:
+    """(content_hash, draw_seed) of a unit of work. Both hash the mesh file's bytes (one model's row for an IM-NET
+    file), the bytes of the files a source adds (a dataset's views and their cameras) and who the object is.
+    content_hash adds every parameter that shapes its arrays and CODE_VERSION: it names what is written, so a
+    change to either redoes the object. draw_seed, which seeds the object's random draws, adds DRAWS_VERSION and
+    the parameters less NOT_IN_DRAWS instead: a new code version redoes objects with the same points and views."""
     h = hashlib.sha256()
     hash_source(h, job.source)
     for path in extra_input_files(job.extras):
@@ -76,9 +79,13 @@ def content_hash(job: ObjectMeta, config: PreprocessConfig) -> str:
             hash_source(h, str(path))
         else:  # absent: process_object fails the object with the reason; hashing the absence redoes it once fixed
             h.update(b"<missing>")
-    key = [job.object_id, job.category, job.split, config.digest(), CODE_VERSION]
-    h.update(json.dumps(key + [job.extras] if job.extras else key).encode())
-    return h.hexdigest()[:32]
+    hashes = []
+    for version, digest in ((CODE_VERSION, config.digest()), (DRAWS_VERSION, config.digest(omit=NOT_IN_DRAWS))):
+        key = [job.object_id, job.category, job.split, digest, version]
+        keyed = h.copy()
+        keyed.update(json.dumps(key + [job.extras] if job.extras else key).encode())
+        hashes.append(keyed.hexdigest()[:32])
+    return hashes[0], hashes[1]
 
 
 def _append_records(store: Path, lines: list[dict]) -> None:
@@ -186,7 +193,8 @@ def _run(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str,
     for spec, split in objects:
         job = ObjectMeta(spec.object_id, spec.category, split, spec.source, extras=spec.extras)
         try:
-            job = replace(job, content_hash=content_hash(job, config))
+            content, draws = object_hashes(job, config)
+            job = replace(job, content_hash=content, draw_seed=draws)
         except OSError as exc:
             outcome = Outcome(job, "failed", f"{job.source}: cannot read file ({exc.strerror or exc})")
             summary.failed.append(outcome)

@@ -13,7 +13,7 @@ Layout (zarr v3, one folder per store)::
       writer.lock        held (flock) by the one preprocess run writing the store; the kernel releases it
                          when that process ends, however it ends
       shards/<name>/     a zarr group holding n objects; its attrs list them ("objects": [{object_id,
-                         category, split, source, content_hash, extras}, ...]; extras = the source's
+                         category, split, source, content_hash, extras, draw_seed}, ...]; extras = the source's
                          JSON extras, so eval reloads the exact geometry through
                          pipeline.sources.load_source_mesh) and record every file of the shard
                          ("files": {relative path: [bytes, crc32c]}). Written whole to
@@ -52,7 +52,9 @@ Evaluation reference data (shards of the split named in params["reference_splits
 
     ref_surface_points   float32 (n, R, 3)   points on the true surface, normalised frame
     ref_surface_normals  float32 (n, R, 3)   unit normals of those points
-    ref_uniform_points   float32 (n, R, 3)   uniform in the reference box [-0.5, 0.5]^3
+    ref_uniform_points   float32 (n, R, 3)   uniform in the reference box [-h, h]^3, h = 0.5 (1 +
+                                             params["reference_padding"]): [-0.55, 0.55]^3 by default, OccNet's
+                                             box (stores of pipeline-4 and before: [-0.5, 0.5]^3)
     ref_uniform_inside   bool    (n, R)      inside flags of those points (winding number)
 """
 
@@ -208,6 +210,9 @@ class ObjectMeta:
     extras: str = ""
     """the source's JSON extras (pipeline.sources.ObjectSpec: a CAD tolerance, dataset views): with `source`,
     what reloads the exact geometry preprocess used"""
+    draw_seed: str = ""
+    """the hash the object's random draws (points, views) are seeded from: stable across code versions
+    (pipeline.runner.object_hashes)"""
 
     def as_dict(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in OBJECT_FIELDS}

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluation.metrics import METRIC_NAMES
+from evaluation.metrics import TABLE_ORDER
 from evaluation.report import label, markdown, read_metrics_csv
 from experiments.ablation.plan import (
     SPEED_BASE,
@@ -65,14 +65,14 @@ def variant_table(layout: Layout, names: Sequence[str], seeds: Sequence[int],
                   limit: int | None = None) -> list[list[str]]:
     """Table 2 shape: variant x metric, 'mean ± std' over the seeds whose eval finished, plus how many
     (object, seed) pairs got no surface (scored with the worst values, docs/METRICS.md "Failures")."""
-    table = [["variant", *[label(m) for m in METRIC_NAMES], "no surface", "seeds", "test objects"]]
+    table = [["variant", *[label(m) for m in TABLE_ORDER], "no surface", "seeds", "test objects"]]
     for name in names:
         per_seed = [r for s in seeds if (r := _eval_rows(layout, _variant(name), s, limit)) is not None]
         if not per_seed:
-            table.append([name, *["not run"] * len(METRIC_NAMES), "", "0", "0"])
+            table.append([name, *["not run"] * len(TABLE_ORDER), "", "0", "0"])
             continue
         cells = []
-        for metric in METRIC_NAMES:
+        for metric in TABLE_ORDER:
             mean, std = mean_std([object_mean(rows, metric) for rows in per_seed])
             cells.append(f"{_fmt(mean)} ± {_fmt(std)}" if len(per_seed) > 1 else _fmt(mean))
         # objects (summed over seeds) whose mesh is empty and so scored with the worst surface values

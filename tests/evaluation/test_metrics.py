@@ -39,6 +39,17 @@ def test_chamfer_is_symmetric_mean_of_both_directions():
     # a -> b: 0.1; b -> a: (0.1 + 0.3) / 2 = 0.2; half the sum: 0.15
     assert metrics.chamfer_l1(a, b) == pytest.approx(0.15)
     assert metrics.chamfer_l1(b, a) == pytest.approx(0.15)
+    # squared: a -> b 0.01; b -> a (0.01 + 0.09) / 2 = 0.05; half the sum 0.03 (IM-NET's CD would be 0.06)
+    assert metrics.chamfer_l2(a, b) == pytest.approx(0.03) == metrics.chamfer_l2(b, a)
+
+
+def test_fscore_at_one_and_two_percent_of_a_sphere_grown_by_1_5_percent():
+    """A mesh 0.015 outside the true sphere everywhere: no point within 1%, every point within 2%."""
+    ball = trimesh.creation.icosphere(subdivisions=5, radius=0.3)
+    ref, ref_normals = sphere_points(0.315, 100_000, 3)
+    scores = metrics.surface_scores(ball.vertices, ball.faces, ref, ref_normals, n_samples=50_000)
+    assert scores["fscore"] == 0.0 and scores["fscore_2pct"] == 1.0
+    assert scores["chamfer_l2"] == pytest.approx(0.015**2, rel=0.05)  # sample spacing adds ~1% to the distance
 
 
 CUBE_HALF = 0.4
@@ -101,7 +112,8 @@ def test_prediction_without_surface_gets_the_worst_values(cube_samples):
     _, (points, normals) = cube_samples
     scores = metrics.surface_scores(np.zeros((0, 3)), np.zeros((0, 3), int), points, normals)
     assert scores["chamfer_l1"] == scores["ecd"] == metrics.WORST_DISTANCE == math.sqrt(3)
-    assert scores["fscore"] == 0.0 and scores["normal_consistency"] == 0.0
+    assert scores["fscore"] == scores["fscore_2pct"] == 0.0 and scores["normal_consistency"] == 0.0
+    assert scores["chamfer_l2"] == metrics.WORST_SQUARED_DISTANCE == 3.0
     assert scores["n_edge_ref"] > 0
     assert metrics.volumetric_iou(np.zeros(10, bool), np.arange(10) < 5) == 0.0
 

@@ -162,16 +162,17 @@ def test_parity_only_on_closed_single_shells_and_the_same_flags(robosuite_meshes
 
 
 def test_winding_number_flags_on_open_mesh_are_plausible(processed):
-    """The open ur5e forearm: inside fraction of its uniform reference points matches its closed hull's order."""
+    """The open ur5e forearm: the volume its uniform reference points find inside is of its closed hull's order."""
     for path, rec in processed.items():
         if "forearm" not in path.name:
             continue
-        frac = rec.arrays["ref_uniform_inside"].mean()
+        box_volume = (2 * PreprocessConfig().reference_half) ** 3  # the points fill the padded reference box
+        volume = rec.arrays["ref_uniform_inside"].mean() * box_volume
         v, f = load_normalised(path)
         hull = trimesh.Trimesh(v, f).convex_hull
         n = len(rec.arrays["ref_uniform_inside"])
-        noise = 4 * np.sqrt(hull.volume / n)  # 4 sigma of a Monte-Carlo volume estimate from n points
-        assert 0.2 * hull.volume < frac < hull.volume + noise
+        noise = 4 * np.sqrt(hull.volume * box_volume / n)  # 4 sigma of a Monte-Carlo volume estimate from n points
+        assert 0.2 * hull.volume < volume < hull.volume + noise
 
 
 def test_reference_data_only_for_reference_splits(robosuite_meshes):
@@ -186,3 +187,27 @@ def test_reference_data_only_for_reference_splits(robosuite_meshes):
     # same content hash and seed -> same points (reruns are reproducible)
     again = process_object(ObjectMeta("x", "c", "train", str(path), "ab"), cfg)
     assert np.array_equal(again.arrays["points"], train.arrays["points"])
+
+
+def test_a_new_code_version_or_reference_box_keeps_the_draws(robosuite_meshes, monkeypatch):
+    """Objects are redone when the code version or the reference box changes (content_hash), with the same points
+    and views (draw_seed): a padded box scales the same uniform draws, so only the reference arrays move."""
+    from pipeline import runner
+
+    path = all_meshes(robosuite_meshes)[1]
+    cfg = PreprocessConfig(views=PreprocessConfig().views.__class__(n_views=2), n_reference=2000)
+    job = ObjectMeta("x", "c", "test", str(path))
+    content, draws = runner.object_hashes(job, cfg)
+    unpadded = cfg.with_overrides(reference_padding=0.0)
+    content_0, draws_0 = runner.object_hashes(job, unpadded)
+    monkeypatch.setattr(runner, "CODE_VERSION", "pipeline-next")
+    content_next, draws_next = runner.object_hashes(job, cfg)
+    assert len({content, content_0, content_next}) == 3 and draws == draws_0 == draws_next
+    assert runner.object_hashes(job, cfg.with_overrides(n_surface=5000))[1] != draws  # another draw: new points
+
+    padded = process_object(ObjectMeta("x", "c", "test", str(path), content, draw_seed=draws), cfg).arrays
+    plain = process_object(ObjectMeta("x", "c", "test", str(path), content_0, draw_seed=draws_0), unpadded).arrays
+    for name in ("points", "udf", "inside", "images", "Rt", "ref_surface_points"):
+        assert np.array_equal(padded[name], plain[name]), name
+    assert np.allclose(padded["ref_uniform_points"], 1.1 * plain["ref_uniform_points"], atol=1e-6)
+    assert np.abs(plain["ref_uniform_points"]).max() <= 0.5 < np.abs(padded["ref_uniform_points"]).max()

@@ -23,6 +23,7 @@ from pipeline.schema import (
 IMAGE_SIDE = 64
 N_VIEWS = 4
 N_REF = 20000
+REF_HALF = 0.55  # the reference box of aps preprocess: the unit cube padded by 0.1 (OccNet's IoU box)
 
 
 def look_at(azimuth_deg: float, elevation_deg: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +143,7 @@ def make_record(object_id: str, category: str, split: str, shape, seed: int) -> 
     }
     if split == "test":
         ref_surface = shape.surface(N_REF, rng).astype(np.float32)
-        ref_uniform = rng.uniform(-0.5, 0.5, size=(N_REF, 3)).astype(np.float32)
+        ref_uniform = rng.uniform(-REF_HALF, REF_HALF, size=(N_REF, 3)).astype(np.float32)
         arrays.update(ref_surface_points=ref_surface, ref_surface_normals=np.zeros_like(ref_surface),
                       ref_uniform_points=ref_uniform, ref_uniform_inside=shape.sdf(ref_uniform) < 0)
     return ObjectRecord(ObjectMeta(object_id, category, split, f"analytic:{object_id}", f"hash-{object_id}"), arrays)
@@ -152,7 +153,8 @@ def make_record(object_id: str, category: str, split: str, shape, seed: int) -> 
 def analytic_store(tmp_path_factory):
     """Path of a complete store: sphere_a, box_a (train), sphere_b (val), box_b (test, with ref_* arrays)."""
     path = tmp_path_factory.mktemp("analytic") / "store"
-    init_store(path, "analytic", {"n_views": N_VIEWS, "reference_splits": ["test"]}, "test")
+    init_store(path, "analytic", {"n_views": N_VIEWS, "reference_splits": ["test"], "reference_padding": 0.1},
+               "test")
     index = {}
     by_shard = {"shard-train": [], "shard-valtest": [], "shard-test": []}
     for seed, (oid, (category, split, shape)) in enumerate(SHAPES.items()):

@@ -75,7 +75,8 @@ def test_step_folder_manifest_end_to_end(cad_parts, tmp_path):
     assert flange["scale"] == pytest.approx(0.1, abs=1e-4)  # metres: the longest side, 100 mm
     inside = flange["inside"][schema.N_SURFACE:]  # uniform points: the solid fills part of the cube
     assert 0.02 < inside.mean() < 0.5
-    assert flange["ref_uniform_inside"].mean() == pytest.approx(inside.mean(), abs=0.1)
+    box_volume = (1 + store.params["reference_padding"]) ** 3  # the padded reference box, edge 1.1
+    assert flange["ref_uniform_inside"].mean() * box_volume == pytest.approx(inside.mean(), abs=0.1)
 
 
 def test_missing_and_non_cad_files(tmp_path):
