@@ -62,3 +62,22 @@ def test_marching_cubes_over_the_surface_box_gives_the_whole_grids_mesh(part):
     fine = extract_coarse_to_fine(field, resolution, coarse=16)
     assert np.array_equal(fine.faces, dense.faces) and np.array_equal(fine.vertices, dense.vertices)
     assert 0 < dense.marching_seconds < dense.seconds and 0 < dense.query_seconds < dense.seconds
+
+
+def test_silhouettes_in_one_batch_bounded_by_the_box_are_the_hull_renders(part, eval_store):
+    """pipeline.cameras.silhouettes casts every view at once through the pixels of the mesh's bounding box, without
+    the convex hull: the same masks as rendering each view through its hull's pixels, on a marching-cubes mesh."""
+    from pipeline.cameras import MeshRenderer, silhouettes
+
+    v, f, _, _ = part
+    field = lambda p: np.clip(winding_number(v, f, p), 0.0, 1.0).astype(np.float32)  # noqa: E731
+    mesh = extract_dense(field, 64)
+    store = open_store(eval_store)
+    oid = store.split("test")[0]
+    K, Rt = store.read(oid, "K"), store.read(oid, "Rt")
+    hull = MeshRenderer(mesh.vertices, mesh.faces)
+    expected = np.stack([hull.render(k, rt, 137, 137)[..., 3] > 0 for k, rt in zip(K, Rt, strict=True)])
+    masks = silhouettes(mesh.vertices, mesh.faces, K, Rt, 137, 137)
+    assert masks.shape == (len(K), 137, 137) and 0.02 < masks.mean() < 0.5
+    assert np.array_equal(masks, expected)
+    assert len(MeshRenderer(mesh.vertices, mesh.faces, outline="box").outline) == 8
