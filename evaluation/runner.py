@@ -32,6 +32,7 @@ from evaluation.results import ObjectResult, ResultFolder, run_identity
 from inference.extract_mesh import THRESHOLD, CountingField, Extraction, Field, extract_mesh
 from inference.mesh_io import write_mesh
 from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
+from pipeline.config import reference_half
 from pipeline.schema import REFERENCE_ARRAYS, Store
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def iou_box(store: Store) -> str:
         return ("[-0.5, 0.5]^3, the unit cube unpadded: this store was written before pipeline-5, so volume "
                 "predicted outside the object's box is not counted and IoU reads higher than OccNet's; rerun "
                 "`aps preprocess` on it (docs/METRICS.md)")
-    half = 0.5 * (1 + float(padding))
+    half = reference_half(padding)
     return f"[-{half:g}, {half:g}]^3, the unit cube padded by {float(padding):g}" + (
         " (OccNet's box)" if float(padding) == 0.1 else "")
 

@@ -9,6 +9,8 @@ camera"): Blender's default 35 mm lens on a 32 mm sensor, principal point at the
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 R2N2_FOCAL_FRACTION = 35.0 / 32.0  # focal length / image width of Blender's default camera
@@ -111,16 +113,15 @@ class MeshRenderer:
         self.color = np.asarray(color, np.float32)
         from pipeline.stages.normalize import used_vertices
 
+        if outline not in ("hull", "box"):
+            raise ValueError(f"outline must be 'hull' or 'box', got {outline!r}")
         used = np.asarray(vertices, np.float64)[used_vertices(len(vertices), faces)]
         if outline == "hull":
             self.outline = _hull_points(used)
-        elif outline == "box" and len(used) == 0:
-            self.outline = used
-        elif outline == "box":
-            lo, hi = used.min(axis=0), used.max(axis=0)
-            self.outline = np.array([[(lo, hi)[(i >> a) & 1][a] for a in range(3)] for i in range(8)])
+        elif len(used):  # the 8 corners of the bounding box
+            self.outline = np.array(list(itertools.product(*zip(used.min(axis=0), used.max(axis=0)))))
         else:
-            raise ValueError(f"outline must be 'hull' or 'box', got {outline!r}")
+            self.outline = used
 
     def render(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
         """One RGBA view, uint8 (H, W, 4): Lambertian shading, alpha 0 where no surface is hit."""

@@ -53,8 +53,7 @@ class PreprocessConfig:
 
     @property
     def reference_half(self) -> float:
-        """Half the edge of the reference box [-h, h]^3 of the uniform reference points."""
-        return 0.5 * (1.0 + self.reference_padding)
+        return reference_half(self.reference_padding)
 
     def digest(self, omit: tuple[str, ...] = ()) -> str:
         """Hash of everything that changes an object's arrays (not shard_size, which only groups them), less the
@@ -130,6 +129,12 @@ class PreprocessConfig:
 
 
 SPLITS = ("train", "val", "test")
+
+
+def reference_half(padding: float) -> float:
+    """Half the edge of the reference box [-h, h]^3 of the uniform reference points: the unit cube scaled by
+    1 + padding (a store records its padding in params["reference_padding"])."""
+    return 0.5 * (1.0 + float(padding))
 
 
 def _shown(value: Any) -> Any:
