@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_write_text
+from pipeline.schema import object_file
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class ResultFolder:
         self.objects_dir = self.out_dir / OBJECTS_DIR
 
     def record_path(self, object_id: str) -> Path:
-        return self.objects_dir / f"{object_id}.json"
+        """OUT/objects/<object_id>.json; ValueError for an id that would name a file elsewhere."""
+        return object_file(self.objects_dir, object_id, ".json")
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -33,7 +33,7 @@ from inference.extract_mesh import THRESHOLD, CountingField, Extraction, Field, 
 from inference.mesh_io import write_mesh
 from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
 from pipeline.config import reference_half
-from pipeline.schema import REFERENCE_ARRAYS, Store
+from pipeline.schema import REFERENCE_ARRAYS, Store, object_file
 
 log = logging.getLogger(__name__)
 
@@ -218,19 +218,22 @@ def score_object(store: Store, prediction: Prediction, out_dir: str | os.PathLik
 
     files = []
     for fmt in config.formats:
-        files.append(f"meshes/{object_id}.{fmt}")
-        write_mesh(vertices, faces, out_dir / files[-1])
+        path = object_file(out_dir / "meshes", object_id, f".{fmt}")
+        write_mesh(vertices, faces, path)
+        files.append(path.relative_to(out_dir).as_posix())
         if config.original_units:
             original = vertices * float(ref["scale"]) + np.asarray(ref["center"], np.float32)
-            files.append(f"meshes_original_units/{object_id}.{fmt}")
-            write_mesh(original.astype(np.float32), faces, out_dir / files[-1])
+            path = object_file(out_dir / "meshes_original_units", object_id, f".{fmt}")
+            write_mesh(original.astype(np.float32), faces, path)
+            files.append(path.relative_to(out_dir).as_posix())
     clock.lap("write")
 
     picture = None
     if config.pictures:
         view = read_view(store, object_id, config.view)
-        picture = f"pictures/{object_id}.png"
-        save_png(_picture(view, prediction, ref, info, config.picture_scale), out_dir / picture)
+        path = object_file(out_dir / "pictures", object_id, ".png")
+        save_png(_picture(view, prediction, ref, info, config.picture_scale), path)
+        picture = path.relative_to(out_dir).as_posix()
         files.append(picture)
         clock.lap("pictures")
 

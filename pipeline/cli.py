@@ -20,6 +20,8 @@ def preprocess(
     views: int = typer.Option(None, help="Rendered views per object (default 24)."),
     image_size: int = typer.Option(None, help="Rendered image side in pixels (default 137)."),
     shard_size: int = typer.Option(None, help="Objects per zarr shard (default 16)."),
+    replace_dataset: bool = typer.Option(False, "--replace-dataset", help="Let --out hold a store of another "
+                                         "dataset: its objects are deleted, this one's written."),
 ) -> None:
     """Turn meshes into zarr shards: 9872 jittered surface points + 128 uniform points per object with their
     exact unsigned distances and inside flags, rendered views with cameras, and evaluation reference data.
@@ -47,7 +49,8 @@ def preprocess(
     typer.echo(f"preprocess: dataset {m.name!r} -> {store}")
     objects = m.objects()
     with tqdm(total=len(objects), desc="objects", unit="obj", **bar_options(total=len(objects))) as bar:
-        summary = run_preprocess(m, store, config, scheduler=scheduler, workers=workers, progress=bar.update)
+        summary = run_preprocess(m, store, config, scheduler=scheduler, workers=workers, progress=bar.update,
+                                 replace_dataset=replace_dataset)
         bar.update(bar.total - bar.n)
     typer.echo(summary.line())
     if summary.step_seconds and summary.done:

@@ -89,24 +89,22 @@ def object_hashes(job: ObjectMeta, config: PreprocessConfig) -> tuple[str, str]:
 
 
 def _append_records(store: Path, lines: list[dict]) -> None:
-    with open(store / schema.RUNS_FILE, "a") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
-        f.flush()
+    schema.append_run_records(store, lines)
 
 
 def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConfig | None = None,
                    scheduler: str = "local", workers: int | None = None,
-                   progress: Callable[[int], object] | None = None) -> RunSummary:
+                   progress: Callable[[int], object] | None = None, replace_dataset: bool = False) -> RunSummary:
     """Preprocess every object of `manifest` into `store`. scheduler: 'local' (Dask LocalCluster), 'serial',
     or the address of a running Dask scheduler.
 
     Refuses a folder that is not a store (schema.check_store_folder) and a store another run is writing
-    (schema.writer_lock); objects whose stored bytes are damaged are redone like changed ones."""
+    (schema.writer_lock), and a store of another dataset unless replace_dataset; objects whose stored bytes are
+    damaged are redone like changed ones."""
     store = Path(store)
     config = config or manifest.config()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    schema.check_store_folder(store)
+    schema.check_store_folder(store, manifest.name, replace_dataset)
     store.mkdir(parents=True, exist_ok=True)
     with schema.writer_lock(store, run_id):
         return _run_locked(manifest, store, config, run_id, scheduler, workers, progress)

@@ -7,7 +7,9 @@ Layout (zarr v3, one folder per store)::
 
     STORE/
       zarr.json          root group; attrs: layout_version, dataset, params, code_version
-      index.json         {"status": "complete" | "in_progress", "objects": {object_id: [shard, row]}}
+      index.json         {"status": "complete" | "in_progress", "objects": {object_id: [shard, row]},
+                          "metadata": {"zarr.json": [bytes, crc32c], "shards/<name>/zarr.json": [bytes, crc32c],
+                          ...}, "crc32c": <crc32c of the rest of the document>}
                          written atomically (temporary name + rename) by the preprocess driver
       runs.jsonl         one JSON line per object per run (run_id, object_id, source, status, error, ...)
       writer.lock        held (flock) by the one preprocess run writing the store; the kernel releases it
@@ -26,6 +28,26 @@ array's files exist with the recorded sizes (a deleted or truncated file would o
 values), then zarr checks the shard index's and the chunk's crc32c; any failure raises DamagedObjectError
 naming the object, the array and the file. `verify_shard` compares whole files with their recorded crc32c and
 finds the damaged objects (what validation reports and a rerun of preprocess redoes).
+
+The metadata documents decide what a read returns (an array's zarr.json gives its shape: one edited digit and
+zarr pads the read with fill values; index.json gives each object's shard and row), so they are verified like
+the chunks, in a chain that ends at a document checking itself:
+
+    index.json           its own "crc32c": of the document without that key, as compact JSON with sorted keys
+                         (`_index_crc`); checked on every open
+      -> "metadata"      size and crc32c of the root zarr.json and of every indexed shard's zarr.json, read
+                         whole and checked before they are parsed
+        -> "files"       (a shard's attributes) size and crc32c of every other file of the shard: its arrays'
+                         zarr.json, checked before an array is opened, and its chunk files
+          -> chunks      zarr's crc32c of each chunk and of each shard index, checked on every read
+
+A careless edit anywhere is found. A deliberate one that recomputes every checksum is not (there is no key):
+so the object ids and categories read are also checked against the id grammar (`is_object_id`), and every
+path built from an id goes through `object_file`, which keeps it in its folder. Stores written before index.json
+had "metadata" (no "crc32c" key) still open, with the arrays' zarr.json checked against the shards' "files";
+the next `aps preprocess` into them records the rest (it rewrites index.json; nothing is recomputed). A
+metadata-only change of an array (attributes, dimension names) goes through `rewrite_array_metadata`, which
+re-records the checksums up the chain.
 
 Arrays of a shard (leading axis = object row; every array uses zarr sharding with one shard file per
 array and one inner chunk per object, so reading one object decompresses nothing of the others):
@@ -60,13 +82,15 @@ Evaluation reference data (shards of the split named in params["reference_splits
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import socket
+import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -75,7 +99,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_write_text
+from common.atomic import DiskFullError, atomic_write_bytes, atomic_write_text
 
 LAYOUT_VERSION = 1
 N_SURFACE = 9872  # paper §5.1: jittered surface points per object
@@ -103,6 +127,45 @@ FILES_ATTR = "files"  # shard attrs: {path relative to the shard: [bytes, crc32c
 # <run id>-<split>-<k>, run id = UTC time + 6 hex digits (pipeline.runner): the only folder names we create
 SHARD_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}-[A-Za-z0-9_]+-\d{5}$")
 _TMP_SHARD_NAME = re.compile(r"^\.tmp-(?P<name>.+)-[0-9a-f]{8}$")
+
+
+METADATA_KEY = "metadata"  # index.json: {path relative to the store: [bytes, crc32c]} of the zarr.json we read
+INDEX_CRC_KEY = "crc32c"  # index.json: its own checksum (module docstring)
+
+# The object id grammar (manifests/README.md, "Object ids"): what pipeline.sources.make_object_id keeps.
+_ID_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+ID_GRAMMAR = "letters, digits, '_', '.' and '-'; no path separators; not '.' or '..'"
+
+
+def is_id_char(c: str) -> bool:
+    """A character kept in object ids and dataset names: ASCII letters, digits and `_.-`, and any other Unicode
+    letter, digit or combining mark (categories L, N, M), so `零件/轴承.stl` keeps its name."""
+    return c in _ID_ASCII if c.isascii() else unicodedata.category(c)[0] in "LNM"
+
+
+def is_object_id(text: Any) -> bool:
+    """True for an object id (or shard name) of the grammar: a file name in any folder, never a path."""
+    return isinstance(text, str) and text not in ("", ".", "..") and all(is_id_char(c) for c in text)
+
+
+def is_category(text: Any) -> bool:
+    """A category as sources give it: a folder's or a manifest's name, spaces and punctuation included, but one
+    line of text (it goes into one-line messages, metrics.csv and report.md). It never names a file."""
+    return isinstance(text, str) and text != "" and not any(unicodedata.category(c) in ("Cc", "Zl", "Zp")
+                                                           for c in text)
+
+
+def object_file(folder: str | os.PathLike, object_id: str, suffix: str) -> Path:
+    """folder/<object_id><suffix>, the one way to name an object's file: refuses an id outside the grammar (read
+    from an edited store, say `../../../tmp/x`) and a result that is not directly inside `folder`."""
+    folder = Path(folder)
+    if not is_object_id(object_id):
+        raise ValueError(f"object id {object_id!r} is not an object id ({ID_GRAMMAR}); refusing to build a path "
+                         f"from it in {folder}")
+    path = folder / f"{object_id}{suffix}"
+    if os.path.normpath(path.parent) != os.path.normpath(folder) or "/" in suffix:
+        raise ValueError(f"{path}: the file of object {object_id!r} would leave {folder}")
+    return path
 
 
 class StoreError(RuntimeError):
@@ -163,6 +226,50 @@ def file_checksum(path: Path) -> tuple[int, int]:
             crc = google_crc32c.extend(crc, block)
             size += len(block)
     return size, crc
+
+
+def _record(data: bytes) -> list[int]:
+    """[bytes, crc32c] of a document held in memory (the form of every checksum record of the store)."""
+    import google_crc32c
+
+    return [len(data), google_crc32c.value(data)]
+
+
+def _index_crc(doc: Mapping[str, Any]) -> int:
+    """index.json's own checksum: crc32c of the document without its "crc32c" key, as compact ASCII JSON with
+    sorted keys, so it does not depend on how the file was indented."""
+    import google_crc32c
+
+    rest = {k: v for k, v in doc.items() if k != INDEX_CRC_KEY}
+    return google_crc32c.value(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
+
+
+_SEEN: dict[str, tuple[tuple[int, int, int], list[int]]] = {}  # path -> (inode, size, mtime_ns), its record
+
+
+def _metadata_record(path: Path) -> list[int]:
+    """[bytes, crc32c] of a metadata file, read again only when its inode, size or mtime changed: the driver
+    rewrites index.json after every shard, and re-reading every shard's zarr.json each time would make a
+    ShapeNet run read ~10^10 bytes."""
+    st = path.stat()
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    seen = _SEEN.get(str(path))
+    if seen is None or seen[0] != key:
+        seen = _SEEN[str(path)] = (key, _record(path.read_bytes()))
+    return list(seen[1])
+
+
+def _safe_relative(rel: Any) -> bool:
+    """A path of a shard's "files" record: relative, inside the shard (no '..', no empty or absolute part)."""
+    return isinstance(rel, str) and all(part not in ("", ".", "..") for part in rel.split("/")) and "\\" not in rel
+
+
+def _checked_record(value: Any) -> tuple[int, int] | None:
+    """(bytes, crc32c) of a record read from a store, None when it is not two non-negative integers."""
+    if (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                             and v >= 0 for v in value)):
+        return value[0], value[1]
+    return None
 
 
 def _codecs(name: str, dtype: np.dtype) -> dict[str, Any]:
@@ -252,28 +359,91 @@ def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[Ob
             raise ValueError(f"shard {shard_name}: object {r.object_id} has arrays {list(r.arrays)}, "
                              f"expected {names}")
     shards_dir = Path(store_path) / SHARDS_DIR
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    tmp = shards_dir / f".tmp-{shard_name}-{uuid.uuid4().hex[:8]}"
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    group.attrs.update({"layout_version": LAYOUT_VERSION, "objects": [r.meta.as_dict() for r in records]})
-    for name in names:
-        data = np.stack([np.asarray(r.arrays[name]) for r in records])
-        arr = group.create_array(
-            name, shape=data.shape, dtype=data.dtype, chunks=_inner_chunks(name, data.shape),
-            shards=data.shape, config={"write_empty_chunks": True}, **_codecs(name, data.dtype),
-        )
-        arr[...] = data
-    files = {}
-    for f in sorted(tmp.rglob("*")):
-        rel = f.relative_to(tmp).as_posix()
-        if f.is_file() and rel != "zarr.json":
-            files[rel] = list(file_checksum(f))
-    group.attrs.update({FILES_ATTR: files})
     final = shards_dir / shard_name
+    tmp = shards_dir / f".tmp-{shard_name}-{uuid.uuid4().hex[:8]}"
+    writing = final / "zarr.json"  # the file being written, as it is named once the shard is in place
+    try:
+        shards_dir.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        group.attrs.update({"layout_version": LAYOUT_VERSION, "objects": [r.meta.as_dict() for r in records]})
+        for name in names:
+            data = np.stack([np.asarray(r.arrays[name]) for r in records])
+            writing = final / name / "zarr.json"
+            arr = group.create_array(
+                name, shape=data.shape, dtype=data.dtype, chunks=_inner_chunks(name, data.shape),
+                shards=data.shape, config={"write_empty_chunks": True}, **_codecs(name, data.dtype),
+            )
+            writing = final / name / "c" / "/".join(["0"] * data.ndim)  # its one shard file
+            arr[...] = data
+        files = {}
+        for f in sorted(tmp.rglob("*")):
+            rel = f.relative_to(tmp).as_posix()
+            if f.is_file() and rel != "zarr.json":
+                files[rel] = list(file_checksum(f))
+        writing = final / "zarr.json"
+        group.attrs.update({FILES_ATTR: files})
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # never complete, never read: its space goes back at once
+        if _out_of_space(exc):
+            raise _shard_disk_full(writing, final, len(records)) from exc
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     return shard_name
+
+
+def _out_of_space(exc: BaseException | None) -> bool:
+    """ENOSPC or EDQUOT anywhere in the error's chain (zarr's async store may wrap the OSError)."""
+    for _ in range(16):
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _shard_disk_full(path: Path, final: Path, n_objects: int) -> DiskFullError:
+    """The one line of a shard that did not fit: the file being written when the disk filled (under its name in
+    the finished shard: zarr's error names no file), what is kept, what to do."""
+    try:
+        free = f"{shutil.disk_usage(final.parent).free / 1e6:.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    error = DiskFullError(f"{path}: disk full while writing it ({free}); the {n_objects} object(s) of shard "
+                          f"{final.name} are not written, every shard written before is kept: make space and "
+                          "rerun `aps preprocess` to finish")
+    error.errno = errno.ENOSPC
+    return error
+
+
+def append_run_records(store_path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append one JSON line per record to STORE/runs.jsonl. On a full disk the lines of this call are taken back
+    (the file is cut to its former size: no half line is left for the next append to run into) and DiskFullError
+    names the file."""
+    path = Path(store_path) / RUNS_FILE
+    data = "".join(json.dumps(dict(r)) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        os.ftruncate(fd, start)
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        error = DiskFullError(f"{path}: disk full while appending this run's records ({free}); the shards written "
+                              "so far are kept: make space and rerun `aps preprocess` to finish")
+        error.errno = exc.errno
+        raise error from None
+    finally:
+        os.close(fd)
 
 
 def shard_objects(store_path: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
@@ -294,15 +464,65 @@ def shard_objects(store_path: str | os.PathLike) -> dict[str, list[dict[str, str
     return out
 
 
-def read_shard_attrs(store_path: str | os.PathLike, shard: str) -> dict[str, Any]:
-    """A shard's group attributes; StoreError naming the file when they cannot be read."""
+def read_shard_attrs(store_path: str | os.PathLike, shard: str, record: Sequence[int] | None = None
+                     ) -> dict[str, Any]:
+    """A shard's group attributes, parsed from the bytes checked against `record` (index.json's [bytes, crc32c]
+    of the shard's zarr.json) when one is given; DamagedObjectError naming the file when they cannot be read or
+    differ. A shard without "files" is refused by the callers as an older aps's, whatever its checksum."""
     meta = Path(store_path) / SHARDS_DIR / shard / "zarr.json"
     try:
-        return dict(json.loads(meta.read_text()).get("attributes", {}))
+        data = meta.read_bytes()
+        attrs = dict(json.loads(data).get("attributes", {}))
     except FileNotFoundError:
         raise DamagedObjectError(f"{meta}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as exc:
         raise DamagedObjectError(f"{meta}: not readable JSON ({exc})") from None
+    if record is not None and _record(data) != list(record) and isinstance(attrs.get(FILES_ATTR), dict):
+        raise DamagedObjectError(f"{meta}: checksum differs from the one recorded in {INDEX_FILE} (edited or "
+                                 "damaged after it was written)")
+    return attrs
+
+
+def read_index(store_path: str | os.PathLike) -> dict[str, Any]:
+    """index.json, checked: readable JSON with an "objects" table and, when it has one (stores of before the
+    metadata checksums have not), its own crc32c. StoreError naming the file otherwise."""
+    index_file = Path(store_path) / INDEX_FILE
+    try:
+        index = json.loads(index_file.read_bytes())
+        if not isinstance(index, dict) or not isinstance(index.get("objects"), dict):
+            raise ValueError("no 'objects' table")
+        if INDEX_CRC_KEY in index:
+            if index[INDEX_CRC_KEY] != _index_crc(index):
+                raise ValueError("checksum differs from the one it was written with: edited or damaged")
+            if not isinstance(index.get(METADATA_KEY), dict):
+                raise ValueError(f"no {METADATA_KEY!r} table")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(f"{index_file}: damaged ({exc}); rerun `aps preprocess` to rebuild it") from None
+    return index
+
+
+_RECORDED: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def _recorded_metadata(store_path: str | os.PathLike) -> dict[str, Any]:
+    """index.json's checksums of the metadata files, {} when it has none or cannot be trusted (a rerun then
+    takes the files as it finds them, as for a store of before the checksums). Cached by the file's stat, for
+    `verify_shard` over thousands of shards."""
+    path = Path(store_path) / INDEX_FILE
+    try:
+        st = path.stat()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        seen = _RECORDED.get(str(path))
+        if seen is None or seen[0] != key:
+            seen = _RECORDED[str(path)] = (key, dict(read_index(store_path).get(METADATA_KEY) or {}))
+    except (OSError, StoreError):
+        return {}
+    return seen[1]
+
+
+def _shard_meta_key(shard: str) -> str:
+    """The key of a shard's zarr.json in index.json's "metadata": its path relative to the store."""
+    return f"{SHARDS_DIR}/{shard}/zarr.json"
 
 
 def _array_of(rel: str) -> str:
@@ -312,15 +532,22 @@ def _array_of(rel: str) -> str:
 def verify_shard(store_path: str | os.PathLike, shard: str) -> dict[int, str]:
     """Rows of a shard whose stored bytes are missing or damaged -> the reason; {} when every file matches the
     size and crc32c recorded at write time. Where a file's checksum differs but its index is intact, each row of
-    that array is decoded on its own (zarr checks each chunk's crc32c), so only the damaged objects are named."""
+    that array is decoded on its own (zarr checks each chunk's crc32c), so only the damaged objects are named.
+    The shard's zarr.json is checked first against index.json's record, when index.json has one: DamagedObjectError
+    (every row) when it differs."""
     import zarr
 
     root = Path(store_path) / SHARDS_DIR / shard
-    attrs = read_shard_attrs(store_path, shard)
+    attrs = read_shard_attrs(store_path, shard, _recorded_metadata(store_path).get(_shard_meta_key(shard)))
     n = len(attrs.get("objects", []))
     files = attrs.get(FILES_ATTR)
     if not isinstance(files, dict) or not files:
         return dict.fromkeys(range(n), f"{root}: written without checksums (an older aps); it is redone")
+    unsafe = next((rel for rel, rec in files.items() if not _safe_relative(rel) or _checked_record(rec) is None),
+                  None)
+    if unsafe is not None:
+        return dict.fromkeys(range(n), f"{root / 'zarr.json'}: its record of the file {unsafe!r} is not a file of "
+                                       "the shard with its size and checksum (edited or damaged)")
     damaged: dict[int, str] = {}
     for rel, (size, crc) in files.items():
         path = root / rel
@@ -383,9 +610,12 @@ def writer_lock(store_path: str | os.PathLike, run_id: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def check_store_folder(store_path: str | os.PathLike) -> None:
+def check_store_folder(store_path: str | os.PathLike, dataset: str | None = None,
+                       replace_dataset: bool = False) -> None:
     """Refuse to write into a folder that holds something other than a store: we never touch files we did not
-    create. An absent or empty folder (or one holding only our lock file) becomes a new store."""
+    create. An absent or empty folder (or one holding only our lock file) becomes a new store. A store of another
+    dataset than `dataset` is refused too, naming it and its object count, unless `replace_dataset`: a run
+    deletes the objects its manifest does not list, so writing `other.toml` into it would delete every one."""
     path = Path(store_path)
     if not path.exists():
         return
@@ -397,9 +627,17 @@ def check_store_folder(store_path: str | os.PathLike) -> None:
             attrs = json.loads(meta.read_text()).get("attributes", {})
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
             raise StoreError(f"{meta}: not readable JSON ({exc}); not an aps store, not touched") from None
-        if isinstance(attrs, dict) and "layout_version" in attrs and "dataset" in attrs:
-            return
-        raise StoreError(f"{path}: a zarr group that is not an aps store; give --out a new or empty folder")
+        if not (isinstance(attrs, dict) and "layout_version" in attrs and "dataset" in attrs):
+            raise StoreError(f"{path}: a zarr group that is not an aps store; give --out a new or empty folder")
+        if dataset is not None and attrs["dataset"] != dataset and not replace_dataset:
+            try:
+                held = f"{len(read_index(path)['objects'])} objects"
+            except (OSError, StoreError):
+                held = "objects, how many is unknown (no readable index.json)"
+            raise StoreError(f"{path}: holds dataset {attrs['dataset']!r} ({held}), not {dataset!r}; preprocessing "
+                             f"{dataset!r} into it would delete them: give --out another folder, or pass "
+                             "--replace-dataset to replace that dataset")
+        return
     others = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
     if others:
         raise StoreError(f"{path}: folder is not empty and is not an aps store (holds {', '.join(others[:3])}"
@@ -407,9 +645,65 @@ def check_store_folder(store_path: str | os.PathLike) -> None:
 
 
 def write_index(store_path: str | os.PathLike, index: Mapping[str, tuple[str, int]], complete: bool) -> None:
-    payload = {"status": "complete" if complete else "in_progress",
-               "objects": {k: [s, int(r)] for k, (s, r) in sorted(index.items())}}
-    atomic_write_text(Path(store_path) / INDEX_FILE, json.dumps(payload, indent=0))
+    """index.json for `index` {object_id: (shard, row)}, with the checksums of the root's and each indexed shard's
+    zarr.json and its own (module docstring). Written atomically; DiskFullError names it on a full disk."""
+    root = Path(store_path)
+    payload: dict[str, Any] = {"status": "complete" if complete else "in_progress",
+                               "objects": {k: [s, int(r)] for k, (s, r) in sorted(index.items())}}
+    metadata = {"zarr.json": _metadata_record(root / "zarr.json")} if (root / "zarr.json").is_file() else {}
+    for shard in sorted({s for s, _ in index.values()}):
+        metadata[_shard_meta_key(shard)] = _metadata_record(root / _shard_meta_key(shard))
+    payload[METADATA_KEY] = metadata
+    _write_index_doc(root, payload)
+
+
+def _write_index_doc(root: Path, doc: dict[str, Any]) -> None:
+    doc[INDEX_CRC_KEY] = _index_crc(doc)
+    atomic_write_text(root / INDEX_FILE, json.dumps(doc, indent=0))
+
+
+def rewrite_array_metadata(store_path: str | os.PathLike, shard: str, name: str,
+                           attributes: Mapping[str, Any] | None = None,
+                           dimension_names: Sequence[str | None] | None = None) -> None:
+    """A metadata-only change of one array of a shard: update its zarr.json's "attributes" (CF's scale_factor,
+    say) and set its "dimension_names", nothing that decides which bytes a read returns; then record the new
+    checksums up the chain (the shard's "files", index.json's record of the shard's zarr.json, index.json's own).
+
+    The documents are checked against their records first, so damage is never blessed with fresh checksums.
+    Each file is replaced atomically; a crash between two of them leaves a chain that reads as damaged, which the
+    next `aps preprocess` redoes. The caller holds the writer lock (`writer_lock`)."""
+    root = Path(store_path)
+    index = read_index(root)
+    key = _shard_meta_key(shard)
+    attrs = read_shard_attrs(root, shard, (index.get(METADATA_KEY) or {}).get(key))
+    files = attrs.get(FILES_ATTR)
+    rel = f"{name}/zarr.json"
+    recorded = _checked_record(files.get(rel)) if isinstance(files, dict) else None
+    array_meta = root / SHARDS_DIR / shard / rel
+    if recorded is None:
+        raise StoreError(f"{array_meta}: no checksum recorded for it in {root / key}; rerun `aps preprocess`")
+    data = array_meta.read_bytes()
+    if tuple(_record(data)) != recorded:
+        raise DamagedObjectError(f"{array_meta}: checksum differs from the one recorded at write time; rerun "
+                                 "`aps preprocess` to redo it")
+    doc = json.loads(data)
+    if attributes is not None:
+        doc["attributes"] = {**doc.get("attributes", {}), **attributes}
+    if dimension_names is not None:
+        if len(dimension_names) != len(doc["shape"]):
+            raise ValueError(f"{array_meta}: {len(dimension_names)} dimension names for {len(doc['shape'])} axes")
+        doc["dimension_names"] = list(dimension_names)
+    new = json.dumps(doc, indent=2).encode()
+    atomic_write_bytes(array_meta, new)
+    files[rel] = _record(new)
+    shard_meta = root / key
+    shard_doc = json.loads(shard_meta.read_bytes())
+    shard_doc["attributes"] = {**attrs, FILES_ATTR: files}
+    shard_bytes = json.dumps(shard_doc, indent=2).encode()
+    atomic_write_bytes(shard_meta, shard_bytes)
+    if INDEX_CRC_KEY in index:  # a store of before the metadata checksums gets them from the next preprocess
+        index[METADATA_KEY][key] = _record(shard_bytes)
+        _write_index_doc(root, index)
 
 
 def init_store(store_path: str | os.PathLike, dataset: str, params: Mapping[str, Any], code_version: str) -> None:
@@ -433,54 +727,103 @@ class Store:
     """Read access to a preprocessed dataset: `object_ids`, `load(object_id)`, splits and categories."""
 
     def __init__(self, path: str | os.PathLike, allow_incomplete: bool = False):
-        import zarr
-
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"{self.path}: not a preprocessed store (no zarr.json); run `aps preprocess` first")
         index_file = self.path / INDEX_FILE
         if not index_file.is_file():
             raise StoreError(f"{self.path}: no {INDEX_FILE}; preprocess never finished a shard here")
-        try:
-            index = json.loads(index_file.read_text())
-            if not isinstance(index, dict) or not isinstance(index.get("objects"), dict):
-                raise ValueError("no 'objects' table")
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-            raise StoreError(f"{index_file}: damaged ({exc}); rerun `aps preprocess` to rebuild it") from None
+        index = read_index(self.path)
         if index.get("status") != "complete" and not allow_incomplete:
             raise StoreError(f"{self.path}: preprocess was interrupted (index is {index.get('status')!r}); "
                              "rerun `aps preprocess` to complete it")
-        root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
-        self.attrs: dict[str, Any] = dict(root.attrs)
+        # None: an index.json of before the metadata checksums (module docstring); its arrays' zarr.json are still
+        # checked against their shard's "files"
+        recorded = index[METADATA_KEY] if INDEX_CRC_KEY in index else None
+        self._index: dict[str, tuple[str, int]] = {}
+        for oid, where in index["objects"].items():
+            if not is_object_id(oid):
+                raise StoreError(f"{index_file}: object id {oid!r} is not an object id ({ID_GRAMMAR}); the store "
+                                 "was edited or damaged, nothing is read from it: rerun `aps preprocess` to rebuild "
+                                 "it")
+            if not (isinstance(where, list) and len(where) == 2 and is_object_id(where[0])
+                    and isinstance(where[1], int) and not isinstance(where[1], bool) and where[1] >= 0):
+                raise StoreError(f"{index_file}: object {oid!r}: {where!r} is not [shard name, row]; rerun "
+                                 "`aps preprocess` to rebuild it")
+            self._index[oid] = (where[0], where[1])
+        self.attrs: dict[str, Any] = self._root_attrs(recorded)
         if self.attrs.get("layout_version") != LAYOUT_VERSION:
             raise StoreError(f"{self.path}: layout version {self.attrs.get('layout_version')}, "
                              f"this code reads {LAYOUT_VERSION}")
-        self._index: dict[str, tuple[str, int]] = {k: (v[0], int(v[1])) for k, v in index["objects"].items()}
         self._meta: dict[str, dict[str, str]] = {}
-        self._files: dict[str, dict[str, list[tuple[Path, int]]]] = {}  # shard -> array -> [(file, bytes)]
+        # shard -> array -> [(file, bytes, crc32c)]: the files whose sizes a read checks, the array's zarr.json first
+        self._files: dict[str, dict[str, list[tuple[Path, int, int]]]] = {}
         for shard in sorted({s for s, _ in self._index.values()}):
-            try:
-                attrs = read_shard_attrs(self.path, shard)
-            except DamagedObjectError as exc:
-                names = sorted(o for o, (s, _) in self._index.items() if s == shard)
-                raise DamagedObjectError(f"{exc} (shard of {names[0]!r} and {len(names) - 1} more); rerun "
-                                         "`aps preprocess` to redo them") from None
-            files = attrs.get(FILES_ATTR)
-            if not isinstance(files, dict) or not files:
-                raise StoreError(f"{self.path / SHARDS_DIR / shard}: written by an older aps, without checksums; "
-                                 "rerun `aps preprocess` to redo it")
-            per_array: dict[str, list[tuple[Path, int]]] = {}
-            for rel, (size, _) in files.items():
-                per_array.setdefault(_array_of(rel), []).append((self.path / SHARDS_DIR / shard / rel, int(size)))
-            self._files[shard] = per_array
-            for row, m in enumerate(attrs.get("objects", [])):
-                if self._index.get(m["object_id"]) == (shard, row):
-                    self._meta[m["object_id"]] = {"extras": "", **m}  # stores of before extras were recorded
+            self._read_shard_meta(shard, recorded)
         missing = sorted(set(self._index) - set(self._meta))
         if missing:
             raise StoreError(f"{self.path}: index names objects whose shard does not hold them: {missing[:5]}")
         self.object_ids: list[str] = sorted(self._index)
-        self._groups: dict[str, Any] = {}
+        self._arrays: dict[tuple[str, str], Any] = {}
+
+    def _root_attrs(self, recorded: dict[str, Any] | None) -> dict[str, Any]:
+        """The root group's attributes, from bytes checked against index.json's record."""
+        meta = self.path / "zarr.json"
+        data = meta.read_bytes()
+        if recorded is not None and _record(data) != recorded.get("zarr.json"):
+            raise DamagedObjectError(f"{meta}: checksum differs from the one recorded in {INDEX_FILE} (edited or "
+                                     "damaged after it was written); rerun `aps preprocess` to rewrite it")
+        try:
+            attrs = json.loads(data).get("attributes", {})
+            if not isinstance(attrs, dict):
+                raise ValueError("its attributes are not a table")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError) as exc:
+            raise StoreError(f"{meta}: not readable JSON ({exc}); rerun `aps preprocess` to rewrite it") from None
+        return dict(attrs)
+
+    def _read_shard_meta(self, shard: str, recorded: dict[str, Any] | None) -> None:
+        """A shard's attributes, checked (its zarr.json against index.json; its records of files, objects' ids and
+        categories against their grammar), into self._files and self._meta."""
+        names = sorted(o for o, (s, _) in self._index.items() if s == shard)
+        record = None
+        if recorded is not None:
+            record = recorded.get(_shard_meta_key(shard))
+            if record is None:
+                raise DamagedObjectError(f"{self.path / INDEX_FILE}: records no checksum of shard {shard!r}'s "
+                                         f"zarr.json (shard of {names[0]!r} and {len(names) - 1} more); rerun "
+                                         "`aps preprocess` to rebuild it")
+        meta = self.path / SHARDS_DIR / shard / "zarr.json"
+        try:
+            attrs = read_shard_attrs(self.path, shard, record)
+        except DamagedObjectError as exc:
+            raise DamagedObjectError(f"{exc} (shard of {names[0]!r} and {len(names) - 1} more); rerun "
+                                     "`aps preprocess` to redo them") from None
+        files = attrs.get(FILES_ATTR)
+        if not isinstance(files, dict) or not files:
+            raise StoreError(f"{self.path / SHARDS_DIR / shard}: written by an older aps, without checksums; "
+                             "rerun `aps preprocess` to redo it")
+        per_array: dict[str, list[tuple[Path, int, int]]] = {}
+        for rel, rec in files.items():
+            checked = _checked_record(rec)
+            if not _safe_relative(rel) or checked is None:
+                raise DamagedObjectError(f"{meta}: its record of the file {rel!r} is not a file of the shard with its "
+                                         "size and checksum (edited or damaged); rerun `aps preprocess` to redo it")
+            entry = (self.path / SHARDS_DIR / shard / rel, *checked)
+            entries = per_array.setdefault(_array_of(rel), [])
+            if rel.endswith("/zarr.json"):
+                entries.insert(0, entry)
+            else:
+                entries.append(entry)
+        self._files[shard] = per_array
+        objects = attrs.get("objects", [])
+        for row, m in enumerate(objects if isinstance(objects, list) else []):
+            if not isinstance(m, dict) or self._index.get(m.get("object_id")) != (shard, row):
+                continue
+            if not is_category(m.get("category")) or not all(isinstance(m.get(k, ""), str) for k in OBJECT_FIELDS):
+                raise DamagedObjectError(f"{meta}: object {m['object_id']!r}: category {m.get('category')!r} is not "
+                                         "one line of text, or a field is not text (edited or damaged); rerun "
+                                         "`aps preprocess` to redo it")
+            self._meta[m["object_id"]] = {"extras": "", **m}  # stores of before extras were recorded
 
     # ---- metadata -------------------------------------------------------------------------------------
     @property
@@ -515,24 +858,43 @@ class Store:
         return out
 
     # ---- arrays ---------------------------------------------------------------------------------------
-    def _group(self, shard: str):
+    def _array(self, shard: str, name: str, what: str):
+        """The zarr array `name` of a shard, opened from its folder (never through the group's metadata) once its
+        zarr.json matches the size and crc32c recorded at write time: a shape edited from 10000 to 10001 would
+        otherwise read back with a fill value appended."""
         import zarr
 
-        if shard not in self._groups:
-            self._groups[shard] = zarr.open_group(str(self.path / SHARDS_DIR / shard), mode="r", zarr_format=3)
-        return self._groups[shard]
+        key = (shard, name)
+        if key not in self._arrays:
+            meta, size, crc = self._files[shard][name][0]
+            if meta.name != "zarr.json":
+                raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: no checksum of its zarr.json is "
+                                         "recorded; rerun `aps preprocess` to redo it")
+            try:
+                data = meta.read_bytes()
+            except FileNotFoundError:
+                raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {meta} is missing; rerun "
+                                         "`aps preprocess` to redo it") from None
+            if _record(data) != [size, crc]:
+                raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {meta} differs from the metadata "
+                                         "written (size or checksum: edited or damaged); rerun `aps preprocess` "
+                                         "to redo it")
+            self._arrays[key] = zarr.open_array(str(meta.parent), mode="r", zarr_format=3)
+        return self._arrays[key]
 
     def array_names(self, object_id: str) -> list[str]:
         shard, _ = self.location(object_id)
         return sorted(self._files[shard])
 
     def _checked(self, shard: str, name: str, key: Any, what: str) -> np.ndarray:
-        """group[name][key], proven: the array's files exist with their recorded sizes (zarr would read a missing
-        or emptied file as fill values), and zarr's crc32c checks of the shard index and chunks pass."""
+        """array[key], proven: the array's zarr.json matches its record, its files exist with their recorded sizes
+        (zarr would read a missing or emptied file as fill values), and zarr's crc32c checks of the shard index and
+        chunks pass."""
         files = self._files[shard].get(name)
         if files is None:
             raise KeyError(f"{self.path}: {what} has no array {name!r}")
-        for path, size in files:
+        arr = self._array(shard, name, what)
+        for path, size, _ in files:
             try:
                 actual = path.stat().st_size
             except FileNotFoundError:
@@ -542,9 +904,9 @@ class Store:
                 raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {path} has {actual} bytes, {size} "
                                          "were written; rerun `aps preprocess` to redo it")
         try:
-            return self._group(shard)[name][key]
+            return arr[key]
         except Exception as exc:  # noqa: BLE001 - zarr's checksum and decode errors name neither object nor file
-            chunk = next((p for p, _ in files if p.name != "zarr.json"), files[0][0])
+            chunk = next((p for p, _, _ in files if p.name != "zarr.json"), files[0][0])
             raise DamagedObjectError(f"{self.path}: {what}: array {name!r}: {chunk} is damaged "
                                      f"({type(exc).__name__}: {str(exc).strip() or 'unreadable'}); rerun "
                                      "`aps preprocess` to redo it") from None

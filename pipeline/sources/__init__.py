@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.schema import is_id_char  # the id grammar is part of the store's contract (a reader checks it)
+
 
 @dataclass(frozen=True)
 class ObjectSpec:
@@ -38,18 +40,11 @@ class SourceError(ValueError):
     """A manifest source that cannot be read (missing root, bad pattern, failed download)."""
 
 
-_ID_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _ID_RUNS = re.compile("\0+")
 
 SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder", "imnet_hdf5")
 _LISTER_MODULE = {"folder": "folder", "pypi_wheel": "pypi_wheel", "shapenet_v1": "shapenet", "shapenet_v2": "shapenet",
                   "step_folder": "step", "imnet_hdf5": "imnet"}
-
-
-def is_id_char(c: str) -> bool:
-    """A character kept in object ids and dataset names: ASCII letters, digits and `_.-`, and any other Unicode
-    letter, digit or combining mark (categories L, N, M), so `零件/轴承.stl` keeps its name."""
-    return c in _ID_ASCII if c.isascii() else unicodedata.category(c)[0] in "LNM"
 
 
 def make_object_id(*parts: str) -> str:

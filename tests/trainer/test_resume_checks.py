@@ -4,12 +4,14 @@ left to train."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
+from pipeline.schema import write_index
 from trainer.checkpoint import CheckpointError, load_checkpoint
 from trainer.cli import train
 from trainer.config import override, preset
@@ -58,6 +60,8 @@ def test_a_moved_store_resumes_and_a_changed_one_is_refused(analytic_store, tmp_
     # the same folder, preprocessed again with other parameters: other data under the same name
     root = zarr.open_group(str(moved), mode="a", zarr_format=3)
     root.attrs["params"] = {**root.attrs["params"], "n_views": 3}
+    objects = json.loads((moved / "index.json").read_text())["objects"]  # and its index, as preprocess writes it
+    write_index(moved, {oid: tuple(where) for oid, where in objects.items()}, complete=True)
     with pytest.raises(CheckpointError, match=rf"--data {moved.resolve()} .* has changed since the store the run "
                                               rf"was trained on, {moved.resolve()} "):
         run_training(_cfg("optim.epochs=3"), moved, out, resume=True, progress=False)
