@@ -31,12 +31,18 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]  # the repository root: `python -m aps` runs from here
 
 
-def _aps(args: Sequence[str], log_path: Path, threads: int) -> int:
-    """Run `python -m aps ARGS` from the repository root with its output in log_path -> exit status."""
+def aps_command(args: Sequence[str], threads: int, module: str = "aps") -> tuple[list[str], dict[str, str]]:
+    """(`python -m MODULE ARGS`, its environment): this Python, the repository root first on PYTHONPATH (what
+    was on it stays, e.g. the GPU machine's carried wheels), `threads` OpenMP/MKL threads."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    return [sys.executable, "-m", module, *args], env
+
+
+def _aps(args: Sequence[str], log_path: Path, threads: int) -> int:
+    """Run `python -m aps ARGS` from the repository root with its output in log_path -> exit status."""
+    command, env = aps_command(args, threads)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "aps", *args]
     with log_path.open("a") as f:
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
@@ -71,11 +77,10 @@ def ensure_store(data: Path, manifest: Path | None, threads: int, log_dir: Path)
                     _last_line(log_path), len(store.object_ids))
 
 
-def train_run(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: int) -> None:
-    """Train one (variant, seed) with `aps train`, resuming a cut-short run and skipping a finished one."""
+def train_args(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: int) -> list[str]:
+    """The `aps train` arguments of one (variant, seed) of the plan (with --resume when its run folder holds a
+    last.ckpt)."""
     run_dir = layout.run_dir(variant, seed)
-    if len(read_curve(run_dir)) >= plan.epochs:
-        return
     args = ["train", "--data", str(data), "--out", str(run_dir), "--preset", plan.train_preset,
             "--epochs", str(plan.epochs), "--seed", str(seed), "--device", plan.device, "--quiet",
             *variant.train_args, "--set", f"threads={plan.threads}"]
@@ -83,6 +88,14 @@ def train_run(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: in
         args += ["--set", assignment]
     if (run_dir / "last.ckpt").is_file():
         args.append("--resume")
+    return args
+
+
+def train_run(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: int) -> None:
+    """Train one (variant, seed) with `aps train`, resuming a cut-short run and skipping a finished one."""
+    if len(read_curve(layout.run_dir(variant, seed))) >= plan.epochs:
+        return
+    args = train_args(plan, data, layout, variant, seed)
     log_path = layout.log_file(variant, seed, "train")
     t0 = time.monotonic()
     rc = _aps(args, log_path, plan.threads)
