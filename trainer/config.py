@@ -185,11 +185,17 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Inverse of to_dict; unknown keys are an error (a config from another version of this code)."""
+    """Inverse of to_dict; unknown keys are an error (a config from another version of this code), and every
+    value is type- and bounds-checked (apply, then validate) before anything is built from it: a checkpoint's
+    config is read through here."""
+    if not isinstance(values, dict):
+        raise ValueError(f"the config must be a dict of sections, got {type(values).__name__}")
     cfg = TrainConfig()
     flat = {}
     for section, sub in values.items():
         if dataclasses.is_dataclass(getattr(cfg, section, None)):
+            if not isinstance(sub, dict):
+                raise ValueError(f"config section {section!r} must be a dict of fields, got {type(sub).__name__}")
             flat.update({f"{section}.{key}": value for key, value in sub.items()})
         else:
             flat[section] = sub
@@ -295,31 +301,81 @@ def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
     return apply(cfg, parse_assignments(assignments))
 
 
+# Bounds of every numeric field (inclusive; "(" marks an open lower end): what this code runs in bounded
+# memory. validate() checks them for a config given by the user and for the config read from a checkpoint,
+# before anything is built, so an edited checkpoint cannot make the network or an image take terabytes
+# (decoder_hidden = 1e6 asks 4 TB). The widths allow 8x the paper's values and the image 4.5x its 224 px;
+# at every upper bound at once the network has ~0.2 G parameters (0.8 GB in float32). The bounds of the other
+# sections only keep them finite and of the right sign: they allocate nothing (lr = 50 is a divergence test).
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "data.points_per_sample": (1, 100_000, "["),
+    "data.image_size": (32, 1024, "["),  # ResNet-18 downsamples by 32
+    "data.batch_size": (2, 4096, "["),  # batch norm needs more than one sample
+    "data.repeats": (1, 100_000, "["),
+    "data.num_workers": (0, 256, "["),
+    "data.val_points": (1, 1_000_000, "["),
+    "data.val_views": (1, 1024, "["),
+    "model.fpn_channels": (1, 1024, "["),
+    "model.point_embed_dim": (1, 2048, "["),
+    "model.decoder_hidden": (1, 2048, "["),
+    "model.decoder_layers": (2, 32, "["),
+    "model.leaky_slope": (0.0, 1.0, "["),
+    "labels.d_star": (0.0, 1.0, "("),
+    "labels.lambda_": (0.0, 10.0, "["),
+    "labels.s_fixed": (0.0, 1.0, "("),
+    "labels.s_min": (0.0, 1.0, "("),
+    "labels.s_max": (0.0, 1.0, "("),
+    "labels.update_every": (1, 1_000_000, "["),
+    "optim.epochs": (1, 1_000_000, "["),
+    "optim.lr": (0.0, 1e6, "("),
+    "optim.encoder_lr_scale": (0.0, 1e6, "["),
+    "optim.weight_decay": (0.0, 1e6, "["),
+    "optim.max_loss": (0.0, 1e30, "("),
+    "seed": (0, 2**63 - 1, "["),
+    "threads": (1, 1024, "["),
+}
+MAX_VIEWS = 1024
+"""data.views: at most this many indices, each in [0, MAX_VIEWS)"""
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.extractor": EXTRACTORS,
+    "model.projection": PROJECTIONS,
+    "model.point_frame": ("camera", "object"),
+    "data.val_on": ("stored", "uniform"),
+}
+
+
+def _value(cfg: TrainConfig, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Refuse values the code cannot run with, each with a one-line reason."""
+    """Refuse values the code cannot run with, or that would make it allocate without bound: each field's type
+    (a value set past apply()), BOUNDS, CHOICES and the relations between fields, with a one-line reason
+    naming the field."""
     from trainer.labels import LABEL_MODES
 
-    checks = [
-        (cfg.model.extractor in EXTRACTORS, f"model.extractor must be one of {EXTRACTORS}"),
-        (cfg.model.projection in PROJECTIONS, f"model.projection must be one of {PROJECTIONS}"),
-        (cfg.labels.mode in LABEL_MODES, f"labels.mode must be one of {LABEL_MODES}"),
-        (cfg.model.decoder_layers >= 2, "model.decoder_layers must be >= 2"),
-        (0 < cfg.labels.s_fixed <= 1, "labels.s_fixed must lie in (0, 1]"),
-        (0 < cfg.labels.s_min <= cfg.labels.s_max <= 1, "need 0 < labels.s_min <= labels.s_max <= 1"),
-        (cfg.labels.d_star > 0, "labels.d_star must be positive"),
-        (cfg.labels.update_every >= 1, "labels.update_every must be >= 1"),
-        (cfg.data.points_per_sample >= 1, "data.points_per_sample must be >= 1"),
-        (cfg.data.image_size >= 32, "data.image_size must be >= 32 (ResNet-18 downsamples by 32)"),
-        (cfg.data.batch_size >= 2, "data.batch_size must be >= 2 (batch norm needs more than one sample)"),
-        (cfg.data.repeats >= 1, "data.repeats must be >= 1"),
-        (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
-        (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
-        (cfg.optim.lr > 0, "optim.lr must be positive"),
-        (cfg.optim.encoder_lr_scale >= 0, "optim.encoder_lr_scale must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    for section in ("", "data.", "model.", "labels.", "optim."):
+        obj = _value(cfg, section[:-1]) if section else cfg
+        for f in dataclasses.fields(obj):
+            if not dataclasses.is_dataclass(getattr(obj, f.name)):
+                _typed(str(f.type), getattr(obj, f.name), section + f.name)
+    for key, (low, high, low_end) in BOUNDS.items():
+        value = _value(cfg, key)
+        if not (low < value <= high if low_end == "(" else low <= value <= high):
+            kind = "an integer" if isinstance(value, int) else "a number"
+            raise ValueError(f"{key} must be {kind} in {low_end}{low}, {high}], got {value!r}")
+    for key, options in {**CHOICES, "labels.mode": LABEL_MODES}.items():
+        if _value(cfg, key) not in options:
+            raise ValueError(f"{key} must be one of {tuple(options)}, got {_value(cfg, key)!r}")
+    views = cfg.data.views
+    if len(views) > MAX_VIEWS or any(not 0 <= v < MAX_VIEWS for v in views):
+        raise ValueError(f"data.views must be at most {MAX_VIEWS} indices in [0, {MAX_VIEWS}), got "
+                         f"{len(views)} from {min(views)} to {max(views)}")
+    if cfg.labels.s_min > cfg.labels.s_max:
+        raise ValueError(f"need labels.s_min <= labels.s_max, got {cfg.labels.s_min} > {cfg.labels.s_max}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
