@@ -10,9 +10,11 @@ through it `aps eval` and `aps reconstruct`).
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,19 +38,43 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save under a temporary name in the same folder, then renamed: a kill never leaves half a file."""
-    atomic_write(path, lambda tmp: torch.save({"checkpoint_version": CHECKPOINT_VERSION, **payload}, tmp))
+    """torch.save under a temporary name in the same folder, then renamed: a kill never leaves half a file.
+    A full disk raises common.atomic.DiskFullError naming `path`, which is then as it was."""
+
+    def write(tmp: Path) -> None:
+        # into a file object, so that a full disk surfaces as the OSError (ENOSPC) of its write, which
+        # torch.save given a path loses behind "[enforce fail at inline_container.cc] unexpected pos"
+        with open(tmp, "wb") as f:
+            torch.save({"checkpoint_version": CHECKPOINT_VERSION, **payload}, f)
+
+    atomic_write(path, write)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The payload of a checkpoint file (weights_only=True), with a one-line error naming the file."""
+def copy_checkpoint(source: str | Path, target: str | Path) -> None:
+    """`target` becomes the file `source` is, atomically: a hard link under a temporary name renamed over it
+    (no second copy on disk; the next atomic write of `source` gives it a new file and leaves `target`
+    alone), or a byte copy where the filesystem has no hard links."""
+
+    def link(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    atomic_write(target, link)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
+    """The payload of a checkpoint file (weights_only=True), with a one-line error naming the file.
+    mmap=True maps the tensors instead of reading them: for reading a checkpoint's record (epoch, history)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         with warnings.catch_warnings():  # a foreign pickle makes torch warn about its protocol first
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign files all end here
         first = first_line(exc, "")
         if isinstance(exc, RuntimeError) and "device" in first and "weights_only" not in first:
@@ -70,6 +96,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (no {' or '.join(missing)} entry)")
     return payload
+
+
+def best_epoch(payload: dict[str, Any]) -> int | None:
+    """The epoch (0-based, as a checkpoint's "epoch") that the run's record names best: the first with the
+    highest val_f1 of its history (an epoch is best only when it beats every earlier one); None without one."""
+    rows = [row for row in payload.get("history", []) if isinstance(row.get("val_f1"), int | float)]
+    if not rows:
+        return None
+    best = max(rows, key=lambda row: row["val_f1"])  # max keeps the first of equal values
+    return int(best["epoch"]) - 1
 
 
 def _unreadable(path: Path, exc: Exception) -> str:

@@ -14,6 +14,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common.atomic import atomic_write, atomic_write_text
+from common.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from common.errors import first_line
+from common.locking import single_writer
 from pipeline.schema import open_store
 from trainer.checkpoint import (
     BEST,
     LAST,
     CheckpointError,
+    best_epoch,
     check_same_config,
     check_same_data,
+    copy_checkpoint,
     load_checkpoint,
     load_model_state,
     rng_state,
@@ -54,6 +60,14 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "s", "lr",
                   "samples_per_s", "seconds")
+LOCK_FILE = ".train.lock"
+"""RUN/.train.lock: flock held by the one process writing the run folder (common.locking.single_writer)"""
+WRITTEN = (LAST, BEST, "metrics.csv", "curves.png", "config.json")
+"""the files of the run folder written by common.atomic (their stale temporaries are ours to remove)"""
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process is writing the run folder."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -156,13 +170,17 @@ def evaluate(model: torch.nn.Module, val: ValidationSet, cfg: TrainConfig, devic
     return _scores(_all_reduce(counts, world).cpu())
 
 
-def _write_metrics(out: Path, history: list[dict]) -> None:
+def _metrics_text(history: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
     writer.writeheader()
     for row in history:
         writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-    atomic_write_text(out / "metrics.csv", buf.getvalue())
+    return buf.getvalue()
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    atomic_write_text(out / "metrics.csv", _metrics_text(history))
 
 
 def _plot(out: Path, history: list[dict]) -> None:
@@ -269,6 +287,31 @@ def _select(cfg: TrainConfig, store, data: Path) -> _Objects:
     return _Objects(train_ids, val_ids, held_out)
 
 
+@contextmanager
+def _sole_writer(out: Path, resume: bool, rank: int) -> Iterator[None]:
+    """Rank 0 holds RUN/.train.lock while the run reads and writes the folder: a second `aps train` into it is
+    refused at once, naming the holder (a crashed run holds nothing: the kernel drops a flock with its
+    process). Holding it, the temporary files that killed writes left in RUN are removed (only ours)."""
+    if rank != 0:
+        yield
+        return
+    if not out.is_dir():
+        if resume:
+            raise CheckpointError(f"{out / LAST}: nothing to resume (no run folder {out})")
+        out.mkdir(parents=True)
+
+    def refused(holder: str) -> RunFolderBusy:
+        return RunFolderBusy(f"{out}: another `aps train` is writing this run folder: {holder}; wait for it to "
+                             "finish or choose another --out (a run folder has one writer at a time)")
+
+    with single_writer(out / LOCK_FILE, refused):
+        removed = remove_stale_temporaries(out, WRITTEN)
+        if removed:
+            log.warning("%s: removed %d temporary file%s left by a write that was killed: %s", out, len(removed),
+                        "s" if len(removed) > 1 else "", ", ".join(p.name for p in removed))
+        yield
+
+
 def _check_run_folder(cfg: TrainConfig, store, objects: _Objects, out: Path, resume: bool,
                       device: torch.device) -> tuple[dict, dict | None]:
     """(data identity, the checkpoint to resume or None). Refuses a fresh run into a folder that holds one,
@@ -321,6 +364,38 @@ def _restore(run: _Run, payload: dict) -> None:
     run.epochs = run.start_epoch
     run.history = list(payload["history"])
     set_rng_state(payload["rng"])
+
+
+def _repair(out: Path, payload: dict) -> None:
+    """Make best.ckpt and metrics.csv agree with the run's record (last.ckpt: its history and best F1) again
+    after a run was killed between its writes of one epoch (last.ckpt is written first), logging each
+    repair. best.ckpt not of the record's best epoch is replaced by last.ckpt when that is the best epoch
+    (the only case a kill can leave); otherwise its weights are gone, and that is said."""
+    best_path, want = out / BEST, best_epoch(payload)
+    if want is not None:
+        record = (want, float(payload["best_val_f1"]))
+        try:
+            held = load_checkpoint(best_path, mmap=True)  # its record only: the weights are not read
+            has: tuple[int, float] | str = (int(held["epoch"]), float(held["best_val_f1"]))
+        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+            has = first_line(exc)
+        if has != record:
+            was = (f"held epoch {has[0] + 1} (val F1 {has[1]:.4f})" if isinstance(has, tuple) else
+                   f"was unusable ({has})" if best_path.exists() else "was missing")
+            if want == int(payload["epoch"]):
+                copy_checkpoint(out / LAST, best_path)
+                log.warning("repaired %s: it %s, the run's record names epoch %d (val F1 %.4f) best; it is now "
+                            "that epoch's checkpoint, last.ckpt (the run was stopped between the two writes)",
+                            best_path, was, want + 1, record[1])
+            else:
+                log.warning("%s %s, but the run's record names epoch %d (val F1 %.4f) best, whose weights are no "
+                            "longer on disk; it is replaced when validation F1 next beats %.4f",
+                            best_path, was, want + 1, record[1], record[1])
+    metrics = out / "metrics.csv"
+    text = _metrics_text(payload["history"])
+    if not metrics.is_file() or metrics.read_text(errors="replace") != text:
+        _write_metrics(out, payload["history"])
+        log.warning("repaired %s: rewritten from the run's record (%d epochs)", metrics, len(payload["history"]))
 
 
 def _open_run_folder(run: _Run, objects: _Objects) -> None:
@@ -430,9 +505,11 @@ def _end_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float]) ->
                    "scaler": run.scaler.state_dict(), "s_schedule": run.s_schedule.state_dict(), "epoch": epoch,
                    "best_val_f1": run.best_val_f1, "history": run.history, "rng": rng_state(),
                    "positive_ratio": run.ratio, "data": run.identity["path"], "data_identity": run.identity}
+        # last.ckpt first: a kill before best.ckpt is linked to it leaves a state the next --resume repairs
+        # from last.ckpt (_repair); the other order would leave best.ckpt of an epoch the record never saw
         save_checkpoint(run.out / LAST, payload)
         if improved:
-            save_checkpoint(run.out / BEST, payload)
+            copy_checkpoint(run.out / LAST, run.out / BEST)
         _write_metrics(run.out, run.history)
         _plot(run.out, run.history)
         for key in ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s"):
@@ -465,17 +542,20 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
 
     store = open_store(data)
     objects = _select(cfg, store, data)
-    identity, payload = _check_run_folder(cfg, store, objects, out, resume, device)
-    run = _build(cfg, data, out, device, rank, world, objects, identity, resume)
-    if payload is not None:
-        _restore(run, payload)
-        if run.start_epoch >= cfg.optim.epochs:
-            return run.summary(started)
-        log.info("resuming %s at epoch %d (s = %s)", out, run.start_epoch + 1, run.s_schedule.s)
-    _open_run_folder(run, objects)
-    feed = _feed(run, data, objects)
-    for epoch in range(run.start_epoch, cfg.optim.epochs):
-        _end_epoch(run, feed, epoch, _train_epoch(run, feed, epoch, progress))
-    if run.writer is not None:
-        run.writer.close()
-    return run.summary(started)
+    with _sole_writer(out, resume, rank):
+        identity, payload = _check_run_folder(cfg, store, objects, out, resume, device)
+        run = _build(cfg, data, out, device, rank, world, objects, identity, resume)
+        if payload is not None:
+            _restore(run, payload)
+            if rank == 0:
+                _repair(out, payload)
+            if run.start_epoch >= cfg.optim.epochs:
+                return run.summary(started)
+            log.info("resuming %s at epoch %d (s = %s)", out, run.start_epoch + 1, run.s_schedule.s)
+        _open_run_folder(run, objects)
+        feed = _feed(run, data, objects)
+        for epoch in range(run.start_epoch, cfg.optim.epochs):
+            _end_epoch(run, feed, epoch, _train_epoch(run, feed, epoch, progress))
+        if run.writer is not None:
+            run.writer.close()
+        return run.summary(started)
