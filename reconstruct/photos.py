@@ -4,7 +4,8 @@ before the network sees it.
 The size is checked from the header first (MAX_PIXELS, width x height): a JPEG above it is decoded at 1/2,
 1/4 or 1/8 scale (libjpeg's draft mode), anything else is refused with one line naming the file and the limit,
 so memory stays bounded whatever the file claims. EXIF orientation is applied, 16-bit and float grey scaled
-into 8 bits, transparency kept as RGBA. to_greyscale turns a view grey as IM-NET's training views were.
+into 8 bits (a float image with NaN or infinite pixels is refused, naming how many), transparency kept as
+RGBA. to_greyscale turns a view grey as IM-NET's training views were.
 Imports nothing of the package; only PIL and common.
 """
 
@@ -28,8 +29,25 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 50_000_000
 
 
-class ImageTooLarge(ValueError):
+class PhotoError(ValueError):
+    """A photo refused for a reason of its own, in one line that names the file."""
+
+
+class ImageTooLarge(PhotoError):
     """An image above MAX_PIXELS that cannot be reduced while decoding (anything but a JPEG)."""
+
+
+def _grey_to_8_bits(values: np.ndarray, path: Path) -> np.ndarray:
+    """A 16-bit, 32-bit or float grey image (H, W) -> uint8, its largest value (or 1) at 255, negatives at 0.
+    NaN or infinite pixels have no grey level: PhotoError naming how many (numpy would warn and turn the
+    whole image to 0, and the object would be "not found")."""
+    values = np.asarray(values, np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise PhotoError(f"{path}: {bad} of {values.size} pixels of this float image are NaN or infinite; "
+                         "replace them with numbers first")
+    values = np.clip(values, 0.0, None)
+    return (255.0 * values / max(float(values.max()), 1.0)).astype(np.uint8)
 
 
 def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int]:
@@ -71,16 +89,14 @@ def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
             im = ImageOps.exif_transpose(im)
             has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
             if im.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit/float grey: scale into 8 bits
-                values = np.asarray(im, np.float64)
-                values = 255.0 * values / max(float(values.max()), 1.0)
-                im = Image.fromarray(values.astype(np.uint8))
+                im = Image.fromarray(_grey_to_8_bits(np.asarray(im), path))
             image = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), np.uint8)
     except Image.DecompressionBombError as exc:
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         raise ImageTooLarge(f"{path}: {int(pixels.group(1)) / 1e6 if pixels else 64 * max_pixels / 1e6:.0f} MP, "
                             f"far above {limit}; downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageTooLarge):
+        if isinstance(exc, PhotoError):
             raise
         raise ValueError(f"{path}: not an image ({type(exc).__name__}: "
                          f"{first_line(exc, 'unreadable')})") from None
