@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from evaluation import metrics
-from inference.extract_mesh import DEFAULT_BATCH
+from inference.extract_mesh import DEFAULT_BATCH, check_grid
 from inference.mesh_io import check_formats
 
 
@@ -52,4 +52,17 @@ class EvalConfig:
     """free-form settings echoed into the report"""
 
     def __post_init__(self):
+        """Refuse values no object can be evaluated with, naming the `aps eval` option, before anything is
+        loaded or written (0 would divide by zero, 3000 allocate 101 GiB, in every object)."""
         check_formats(self.formats)
+        check_grid(self.resolution, self.coarse)
+        at_least = {"--view": (self.view, 0), "--batch-size": (self.batch_size, 1),
+                    "--silhouette-views": (self.silhouette_views, 1), "--limit": (self.limit, 1),
+                    "--per-category": (self.per_category, 1), "n_samples": (self.n_samples, 1),
+                    "picture_scale": (self.picture_scale, 1)}
+        for name, (value, least) in at_least.items():
+            if value is not None and not (isinstance(value, int) and value >= least):
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        for name, tau in (("tau", self.tau), ("tau_2", self.tau_2)):
+            if not 0 < tau < 1:
+                raise ValueError(f"{name} must lie in (0, 1) (a distance in normalised units), got {tau!r}")

@@ -21,7 +21,7 @@ from experiments.ablation.tables import epochs_to_reach, mean_std
 from pipeline.schema import open_store
 
 TINY = Plan(variants=("fpn+binary", "fpn+adaptive"), seeds=(0,), sweep=(0.5,), train_preset="cpu-test",
-            epochs=1, train_set=("data.repeats=2",), device="cpu", threads=2, eval_resolution=24, eval_coarse=8,
+            epochs=1, train_set=("data.repeats=2",), device="cpu", threads=2, eval_resolution=32, eval_coarse=8,
             silhouette_views=2, sweep_objects=1)
 
 
