@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.checkpoint import BEST, LAST, CheckpointError, load_checkpoint, load_model_state
+from trainer.checkpoint import BEST, LAST, CheckpointError, best_epoch, load_checkpoint, load_model_state
 from trainer.config import TrainConfig, from_dict, to_dict
 from trainer.data import prepare_view
 from trainer.models import OccupancyNetwork, build_model
@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A .ckpt file as is; a run folder -> RUN/best.ckpt, else RUN/last.ckpt."""
+    """A .ckpt file as is; a run folder -> RUN/best.ckpt, else RUN/last.ckpt. A best.ckpt that is not the
+    epoch the run's record (last.ckpt) names best, because the run was killed between writing last.ckpt and
+    best.ckpt, is passed over for last.ckpt, which is then that epoch (`aps train --resume` repairs the folder)."""
     path = Path(path)
     if path.is_dir():
+        if (path / BEST).is_file() and (path / LAST).is_file():
+            return _record_best(path)
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
@@ -32,6 +36,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint or run folder")
     return path
+
+
+def _record_best(folder: Path) -> Path:
+    best, last = folder / BEST, folder / LAST
+    try:  # the records only (mmap: the weights are not read)
+        record, held = load_checkpoint(last, mmap=True), load_checkpoint(best, mmap=True)
+        want, has, newest = best_epoch(record), int(held["epoch"]), int(record["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return best  # loading it says what is wrong
+    if want is None or want == has or want != newest:
+        return best
+    log.warning("%s holds epoch %d, but the run's record names epoch %d best, which is %s (the run was stopped "
+                "between writing the two; `aps train --resume` repairs it): using %s", best, has + 1, want + 1,
+                LAST, last)
+    return last
 
 
 class Predictor:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.predictor import load_predictor
+from inference.predictor import load_predictor, resolve_checkpoint
 from trainer.checkpoint import CheckpointError, best_epoch, load_checkpoint, save_checkpoint
 from trainer.config import from_dict, override, preset, to_dict
 from trainer.loop import run_training
@@ -104,6 +104,7 @@ def test_resume_repairs_best_ckpt_left_behind_by_a_kill_between_the_writes(analy
     assert best_epoch(last) == 1, f"precondition: epoch 2 improves val F1 ({last['history']})"
     for name in ("best.ckpt", "metrics.csv"):
         os.replace(kept / name, out / name)
+    assert resolve_checkpoint(out) == out / "last.ckpt"  # before the repair, eval of the folder takes the best
 
     done = _train(analytic_store, out, *IMPROVES, "--epochs", "2", "--resume")
     assert done.returncode == 0, done.stderr
