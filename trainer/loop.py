@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from common.atomic import DiskFullError, atomic_write, atomic_write_text, remove_stale_temporaries
 from common.errors import first_line
 from common.locking import single_writer
 from pipeline.schema import open_store
@@ -505,13 +505,19 @@ def _end_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float]) ->
                    "scaler": run.scaler.state_dict(), "s_schedule": run.s_schedule.state_dict(), "epoch": epoch,
                    "best_val_f1": run.best_val_f1, "history": run.history, "rng": rng_state(),
                    "positive_ratio": run.ratio, "data": run.identity["path"], "data_identity": run.identity}
-        # last.ckpt first: a kill before best.ckpt is linked to it leaves a state the next --resume repairs
-        # from last.ckpt (_repair); the other order would leave best.ckpt of an epoch the record never saw
-        save_checkpoint(run.out / LAST, payload)
-        if improved:
-            copy_checkpoint(run.out / LAST, run.out / BEST)
-        _write_metrics(run.out, run.history)
-        _plot(run.out, run.history)
+        try:
+            # last.ckpt first: a kill before best.ckpt is linked to it leaves a state the next --resume repairs
+            # from last.ckpt (_repair); the other order would leave best.ckpt of an epoch the record never saw
+            save_checkpoint(run.out / LAST, payload)
+            if improved:
+                copy_checkpoint(run.out / LAST, run.out / BEST)
+            _write_metrics(run.out, run.history)
+            _plot(run.out, run.history)
+        except DiskFullError as exc:
+            rerun = "rerun with --resume" if (run.out / LAST).is_file() else "rerun"
+            error = DiskFullError(f"{exc}; free space and {rerun}")
+            error.errno = exc.errno
+            raise error from exc
         for key in ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s"):
             run.writer.add_scalar(key, row[key], epoch + 1)
         if s_used is not None:

@@ -172,7 +172,7 @@ def test_a_full_disk_is_named_keeps_the_last_checkpoint_and_resume_finishes(anal
         assert done.returncode == 1
         reason = done.stderr.strip().splitlines()[-1]
         assert reason.startswith(f"aps: error: {out / 'last.ckpt'}: disk full while writing it ("), reason
-        assert reason.endswith("; the previous last.ckpt is kept"), reason
+        assert reason.endswith("; the previous last.ckpt is kept; free space and rerun with --resume"), reason
         assert "enforce fail" not in done.stderr and "Traceback" not in done.stderr
         assert load_checkpoint(out / "last.ckpt")["epoch"] == 0
         assert not list(out.glob(".*.tmp.*"))
