@@ -15,8 +15,9 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="Output folder."),
     split: str = typer.Option("test", help="Split whose objects are evaluated."),
     view: int = typer.Option(0, help="Index of the stored view used as the single input image."),
-    resolution: int = typer.Option(256, help="Grid cells per axis of the mesh extraction (paper: 256)."),
-    coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction; 0 for the dense grid."),
+    resolution: int = typer.Option(256, help="Grid cells per axis of the mesh extraction, 8 to 1024 (paper: 256)."),
+    coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction (--resolution must be it "
+                               "times a power of two); 0 for the dense grid."),
     formats: list[str] = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable)."),
     original_units: bool = typer.Option(False, "--original-units",
                                         help="Also write meshes in source units (p*scale+center)."),
@@ -47,11 +48,13 @@ def evaluate(
     (each object's result as it finishes: a killed eval rerun with the same arguments skips the finished ones).
     With --compare RUN_DIR RUN_DIR ...: writes OUT/compare.md|csv (Table 2 shape) from earlier eval runs.
     """
+    from common.out_folder import check_out_folder
     from evaluation.report import compare_table, load_runs, markdown, write_table
 
     if compare:
         if not runs:
             raise ValueError("--compare needs eval output folders or metrics.csv files to compare")
+        check_out_folder(out, "eval")
         table = compare_table(load_runs(runs))
         out.mkdir(parents=True, exist_ok=True)
         write_table(table, out / "compare")
@@ -74,13 +77,19 @@ def evaluate(
     from pipeline.executors import default_workers
     from pipeline.schema import open_store
 
+    # every option is checked before anything is loaded or written (EvalConfig checks its own fields)
     gpu = device.startswith("cuda")
-    batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    batch_size = batch_size if batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
                         silhouette_views=silhouette_views, pictures=pictures, limit=limit, objects=tuple(objects),
                         per_category=per_category, extra={"checkpoint": str(checkpoint)})
+    for name, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    check_out_folder(out, "eval")
     store = open_store(data)
+    _check_view(store, split, view)
     ckpt = resolve_checkpoint(checkpoint)
     sha256 = file_sha256(ckpt)
     fields = CheckpointFields(str(ckpt), device, threads or default_workers(), batch_size, sha256)
@@ -96,3 +105,12 @@ def evaluate(
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(rows)} objects failed with an error, first "
                            f"{failed[0]['object_id']}: {failed[0]['status']}")
+
+
+def _check_view(store, split: str, view: int) -> None:
+    """--view must be one of the stored views (the split's first object's count: every object has as many)."""
+    object_ids = store.split(split)
+    if object_ids:
+        n_views = store.read(object_ids[0], "K").shape[0]
+        if view >= n_views:
+            raise ValueError(f"--view {view}: the objects of {store.path} have {n_views} views (0 to {n_views - 1})")

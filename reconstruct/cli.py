@@ -18,14 +18,18 @@ PREVIEW_SUFFIX = ".preview.png"
 
 def _inputs(path: Path, out: Path) -> list[Path]:
     """The photos to reconstruct: the file itself, or every visible regular file of the folder (sorted; files
-    that are not images fail one by one, with their name). The output folder's own files are skipped."""
+    that are not images fail one by one, with their name). A folder cannot be its own --out: the next run
+    would read the meshes, previews and .json files written there as photos (a subfolder is fine: only the
+    folder's files are read)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such image or folder")
-    out = out.resolve()
-    files = sorted(p for p in path.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.resolve().parent != out)
+    if out.resolve() == path.resolve():
+        raise ValueError(f"{out}: --out is the folder of the photos; the meshes, previews and .json files written "
+                         f"there would be read as photos by the next run: give --out another folder (e.g. "
+                         f"{path / 'meshes'})")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise ValueError(f"{path}: the folder holds no files")
     return files
@@ -38,12 +42,13 @@ def reconstruct(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint of `aps train` or its run folder."),
     out: Path = typer.Option(..., "--out", help="Output folder: <stem>.<format>, <stem>.json, <stem>.preview.png."),
     formats: list[str] = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable)."),
-    size: float = typer.Option(None, "--size", min=0.0,
-                               help="Real size (e.g. mm) of the object's largest dimension: the mesh is scaled "
-                               "to it. Default: the normalised frame (largest side about 1)."),
-    resolution: int = typer.Option(128, help="Grid cells per axis of the extraction box [-0.9, 0.9]^3 "
+    size: float = typer.Option(None, "--size",
+                               help="Real size (e.g. mm) of the object's largest dimension, up to 1e12: the mesh "
+                               "is scaled to it. Default: the normalised frame (largest side about 1)."),
+    resolution: int = typer.Option(128, help="Grid cells per axis of the extraction box [-0.9, 0.9]^3, 8 to 1024 "
                                    "(128: spacing 0.014 output units; 256: 0.007, ~4x the queries)."),
-    coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction; 0 for the dense grid."),
+    coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction (--resolution must be it "
+                               "times a power of two); 0 for the dense grid."),
     data: Path = typer.Option(None, "--data", help="The training store: measure the framing (fill, camera "
                               "distance, view size) on its views (default: the store named in the checkpoint, "
                               "where it exists; else the demo store's figures)."),
@@ -68,20 +73,27 @@ def reconstruct(
     from tqdm import tqdm
 
     from common.atomic import atomic_write_text
+    from common.out_folder import check_out_folder
     from common.progress import bar_options
     from evaluation.render import save_png
+    from inference.extract_mesh import check_grid
     from inference.mesh_io import check_formats, write_mesh
     from inference.predictor import load_predictor
     from pipeline.schema import open_store
     from reconstruct.framing import Framing, framing_from_store
     from reconstruct.photos import read_photo
     from reconstruct.preview import preview as draw_preview
-    from reconstruct.reconstruction import RECONSTRUCT_VERSION, metadata, reconstruct_image, scale_to_size
+    from reconstruct.reconstruction import RECONSTRUCT_VERSION, check_size, metadata, reconstruct_image, scale_to_size
 
+    # every option is checked before anything is loaded or written
     check_formats(formats)
-    if size is not None and size <= 0:
-        raise ValueError(f"--size must be positive, got {size}")
+    if size is not None:
+        check_size(size)
+    check_grid(resolution, coarse)
+    if threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1, got {threads}")
     files = _inputs(source, out)
+    check_out_folder(out, "reconstruct")  # not a training run, an eval report or a store
     torch.set_num_threads(threads)
     predictor = load_predictor(checkpoint, device=device)
     if data is None and predictor.data and Path(predictor.data, "index.json").is_file():
@@ -109,7 +121,7 @@ def reconstruct(
                     "coarse": coarse or None, "seconds": round(result.seconds, 3), "size": size,
                     "units": "normalised" if size is None else "as --size",
                     "formats": list(formats), "version": RECONSTRUCT_VERSION, **metadata(result, framing)}
-            atomic_write_text(out / f"{path.stem}.json", json.dumps(info, indent=1) + "\n")
+            atomic_write_text(out / f"{path.stem}.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
             status = "" if result.extraction.status == "ok" else " (EMPTY: the field never reaches 0.5)"
             tqdm.write(f"{path.name}: {result.seconds:.1f} s, {len(result.faces)} faces -> "
                        f"{out / f'{path.stem}.{formats[0]}'}{status}")

@@ -21,6 +21,7 @@ coarse-to-fine extraction in the box [-EXTRACT_HALF, EXTRACT_HALF]^3); metadata 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -83,10 +84,21 @@ def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing()
                           time.perf_counter() - t0)
 
 
+# Largest --size: the mesh is written in float32 (up to 3.4e38, 7 digits), and inf or 1e308 would put every
+# vertex at infinity; a kilometre in micrometres is 1e9.
+MAX_SIZE = 1e12
+
+
+def check_size(size: float) -> None:
+    """Refuse a --size that is not a finite number in (0, MAX_SIZE] (NaN, inf and 1e308 included)."""
+    if not (math.isfinite(size) and 0 < size <= MAX_SIZE):
+        raise ValueError(f"--size must be positive, finite and at most {MAX_SIZE:g} (the object's largest side, "
+                         f"e.g. in mm), got {size}")
+
+
 def scale_to_size(vertices: np.ndarray, size: float) -> np.ndarray:
     """Scale (about the origin) so the largest side of the bounding box is `size` (e.g. millimetres)."""
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
+    check_size(size)
     if len(vertices) == 0:
         return vertices
     extent = float((vertices.max(axis=0) - vertices.min(axis=0)).max())

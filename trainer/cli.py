@@ -37,6 +37,7 @@ def train(
     """
     import logging
 
+    from common.out_folder import check_out_folder
     from trainer.config import apply, parse_assignments
     from trainer.config import preset as make_preset
     from trainer.loop import run_training
@@ -51,6 +52,7 @@ def train(
     # the typed options as they are, then --set read by each field's type; one validation of the result, so a
     # --set may still correct an option, and the later of the two wins
     apply(cfg, {k: v for k, v in options.items() if v is not None} | parse_assignments(list(set_)))
+    check_out_folder(out, "train")  # a store, an eval report or reconstructions are not a run folder
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run_training(cfg, data, out, resume=resume, progress=not quiet)
