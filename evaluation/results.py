@@ -177,6 +177,7 @@ class ResultFolder:
             if oid not in wanted or record.get("digest") != digest:
                 continue
             result = ObjectResult(**record)
+            result.row = {k: np.nan if v is None else v for k, v in result.row.items()}  # null: undefined (write)
             if result.content_hash != store.info(oid).get("content_hash", ""):
                 log.info("%s: its stored data changed since it was scored; redoing it", oid)
                 continue
@@ -191,4 +192,8 @@ class ResultFolder:
         """Record a finished object (last, after its files); errors are not recorded (a rerun retries them)."""
         if result.failed:
             return
-        atomic_write_text(self.record_path(result.object_id), json.dumps(asdict(result), default=_plain))
+        record = asdict(result)
+        # a metric undefined for this object (NaN: ECD of a reference without edges) is null, as JSON has no NaN
+        record["row"] = {k: None if isinstance(v, float | np.floating) and np.isnan(v) else v
+                         for k, v in record["row"].items()}
+        atomic_write_text(self.record_path(result.object_id), json.dumps(record, default=_plain, allow_nan=False))
