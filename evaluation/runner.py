@@ -421,4 +421,4 @@ def _write_tables(store: Store, out_dir: Path, config: EvalConfig, rows: list[di
         {**settings, "objects": len(rows), "scored_this_run": tracker.n,
          "seconds_per_object_by_step": {k: round(v, 4) for k, v in per_object.items()},
          "failed": sum(str(r.get("status", "")).startswith("error") for r in rows)},
-        indent=1, default=str))
+        indent=1, default=str, allow_nan=False))

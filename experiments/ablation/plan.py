@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.extract_mesh import check_grid
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -62,6 +64,9 @@ class Plan:
     silhouette_views: int = 4
     sweep_objects: int = 5  # test objects (the first of the split) pictured in sweep.png
     sweep_limit: int | None = 5  # test objects evaluated per sweep run (None: all)
+
+    def __post_init__(self) -> None:
+        check_grid(self.eval_resolution, self.eval_coarse)  # a bad grid fails here, not after every training
 
     def runs(self) -> list[tuple[Variant, int]]:
         """(variant, seed) pairs in the order they run, most telling first, so that a cut-short ablation

@@ -141,3 +141,12 @@ def test_variant_folders_are_plain_names():
     assert fixed(0.5).slug == "fpn-fixed-s0.5" and VARIANTS["global+binary"].slug == "global-binary"
     with pytest.raises(ValueError, match="unknown variant"):
         Plan(variants=("fpn+nothing",)).runs()
+
+
+def test_a_plan_whose_eval_grid_cannot_be_made_is_refused_before_any_training():
+    # 24 is not a power-of-two multiple of 8: every object's eval failed only after all the trainings
+    with pytest.raises(ValueError, match="--coarse must be"):
+        Plan(eval_resolution=24, eval_coarse=8)
+    with pytest.raises(ValueError, match="--resolution must be"):
+        Plan(eval_resolution=0)
+    assert Plan(eval_resolution=32, eval_coarse=8).eval_coarse == 8
