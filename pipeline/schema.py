@@ -3,18 +3,21 @@
 Everything that reads or writes a preprocessed dataset goes through this module; the trainer and the
 evaluation import it rather than re-declaring array names, dtypes or frames.
 
-Layout (zarr v3, one folder per store)::
+Layout (zarr v3, one folder per store; a complete hierarchy, so any zarr client walks from the root to every
+array, and xarray opens a shard as a Dataset: README.md, "The store"; docs/PREPROCESS.md)::
 
     STORE/
       zarr.json          root group; attrs: layout_version, dataset, params, code_version
       index.json         {"status": "complete" | "in_progress", "objects": {object_id: [shard, row]},
-                          "metadata": {"zarr.json": [bytes, crc32c], "shards/<name>/zarr.json": [bytes, crc32c],
-                          ...}, "crc32c": <crc32c of the rest of the document>}
+                          "metadata": {"zarr.json": [bytes, crc32c], "shards/zarr.json": [bytes, crc32c],
+                          "shards/<name>/zarr.json": [bytes, crc32c], ...}, "crc32c": <crc32c of the rest>}
                          written atomically (temporary name + rename) by the preprocess driver
       runs.jsonl         one JSON line per object per run (run_id, object_id, source, status, error, ...)
       writer.lock        held (flock) by the one preprocess run writing the store; the kernel releases it
                          when that process ends, however it ends
-      shards/<name>/     a zarr group holding n objects; its attrs list them ("objects": [{object_id,
+      shards/zarr.json   the group of the shards (SHARDS_GROUP_ATTRS), written by init_store
+      shards/<name>/     a zarr group holding n objects; its attrs name each row's object ("object_ids", for any
+                         client) and list them ("objects": [{object_id,
                          category, split, source, content_hash, extras, draw_seed}, ...]; extras = the source's
                          JSON extras, so eval reloads the exact geometry through
                          pipeline.sources.load_source_mesh) and record every file of the shard
@@ -50,7 +53,10 @@ metadata-only change of an array (attributes, dimension names) goes through `rew
 re-records the checksums up the chain.
 
 Arrays of a shard (leading axis = object row; every array uses zarr sharding with one shard file per
-array and one inner chunk per object, so reading one object decompresses nothing of the others):
+array and one inner chunk per object, so reading one object decompresses nothing of the others). Each carries its
+"dimension_names" (ARRAY_DIMENSIONS) and a long_name; the quantised `points` and `udf` carry CF's scale_factor and
+add_offset, which xarray applies on its own. Stores of before those get them from the next `aps preprocess`
+(`upgrade_metadata`: metadata only, committed by one rewrite of index.json):
 
     points        uint16  (n, P, 3)       P = 10000 by default: rows 0..9871 the jittered surface
                                           points (in Morton order of their coordinates, which only
@@ -99,7 +105,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import DiskFullError, atomic_write_bytes, atomic_write_text
+from common.atomic import DiskFullError, atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 
 LAYOUT_VERSION = 1
 N_SURFACE = 9872  # paper §5.1: jittered surface points per object
@@ -129,6 +135,8 @@ SHARD_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}-[A-Za-z0-9_]+-\d{5}$")
 _TMP_SHARD_NAME = re.compile(r"^\.tmp-(?P<name>.+)-[0-9a-f]{8}$")
 
 
+SHARDS_META_KEY = f"{SHARDS_DIR}/zarr.json"  # the group of the shards (SHARDS_GROUP_ATTRS)
+PENDING_SUFFIX = ".pending"  # zarr.json.pending: a metadata upgrade's new document until it is committed
 METADATA_KEY = "metadata"  # index.json: {path relative to the store: [bytes, crc32c]} of the zarr.json we read
 INDEX_CRC_KEY = "crc32c"  # index.json: its own checksum (module docstring)
 
@@ -214,6 +222,57 @@ def dequantize_udf(codes: np.ndarray) -> np.ndarray:
 
 
 _DECODERS = {"points": dequantize_points, "udf": dequantize_udf}
+
+# What a zarr client is told about each array, so that xarray, dask or plain zarr read a shard right without this
+# module: zarr v3 "dimension_names", and for the quantised arrays CF's scale_factor / add_offset, which xarray
+# applies itself (in float64: codes * scale_factor + add_offset, the very values dequantize_points / dequantize_udf
+# round to float32). A shard's dimensions must agree in size across its arrays, as an xarray Dataset requires: so
+# K's and Rt's 3- and 4-long axes have names of their own (K @ Rt @ [p, 1] contracts camera_xyz, then xyz1) instead
+# of the images' row and col.
+ARRAY_DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "points": ("object", "point", "xyz"),
+    "udf": ("object", "point"),
+    "inside": ("object", "point"),
+    "scale": ("object",),
+    "center": ("object", "xyz"),
+    "images": ("object", "view", "row", "col", "channel"),
+    "K": ("object", "view", "uvw", "camera_xyz"),
+    "Rt": ("object", "view", "camera_xyz", "xyz1"),
+    "ref_surface_points": ("object", "ref_surface_point", "xyz"),
+    "ref_surface_normals": ("object", "ref_surface_point", "xyz"),
+    "ref_uniform_points": ("object", "ref_uniform_point", "xyz"),
+    "ref_uniform_inside": ("object", "ref_uniform_point"),
+}
+_ARRAY_ATTRIBUTES: dict[str, dict[str, Any]] = {
+    "points": {"long_name": "sample points, normalised frame (unit cube, longest side 1)", "units": "1",
+               "scale_factor": POINT_STEP, "add_offset": -POINT_HALF_RANGE},
+    "udf": {"long_name": "unsigned distance to the surface", "units": "1", "scale_factor": UDF_STEP,
+            "add_offset": 0.0},
+    "inside": {"long_name": "point inside the object (generalised winding number)"},
+    "scale": {"long_name": "original = points * scale + center", "units": "source units"},
+    "center": {"long_name": "original = points * scale + center", "units": "source units"},
+    "images": {"long_name": "views, RGB or RGBA (transparent background)"},
+    "K": {"long_name": "camera intrinsics (u = column, v = row)", "units": "pixel"},
+    "Rt": {"long_name": "normalised frame to OpenCV camera (x right, y down, z forward)"},
+    "ref_surface_points": {"long_name": "points on the true surface, normalised frame", "units": "1"},
+    "ref_surface_normals": {"long_name": "unit normals of ref_surface_points", "units": "1"},
+    "ref_uniform_points": {"long_name": "uniform points in the reference box, normalised frame", "units": "1"},
+    "ref_uniform_inside": {"long_name": "ref_uniform_points inside the object (winding number)"},
+}
+# The attributes of STORE/shards/zarr.json: the group a zarr client walks through from the root to the shards
+SHARDS_GROUP_ATTRS = {"layout_version": LAYOUT_VERSION,
+                      "description": "one group per shard of objects; a shard's attribute object_ids names the object "
+                                     "of each row (its leading 'object' axis); index.json maps each object id to the "
+                                     "[shard, row] that holds it now"}
+
+
+def describe_array(name: str, ndim: int) -> tuple[list[str], dict[str, Any]]:
+    """(dimension_names, attributes) of a shard's array `name` with `ndim` axes, the object row first. An array
+    this module does not name gets `<name>_<axis>` dimensions and no attributes."""
+    dims = ARRAY_DIMENSIONS.get(name)
+    if dims is None or len(dims) != ndim:
+        return ["object", *(f"{name}_{axis}" for axis in range(1, ndim))], {}
+    return list(dims), dict(_ARRAY_ATTRIBUTES.get(name, {}))
 
 
 def file_checksum(path: Path) -> tuple[int, int]:
@@ -365,13 +424,17 @@ def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[Ob
     try:
         shards_dir.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        group.attrs.update({"layout_version": LAYOUT_VERSION, "objects": [r.meta.as_dict() for r in records]})
+        # object_ids: the object of each row for any zarr client, as JSON (docs/PREPROCESS.md: not a string array)
+        group.attrs.update({"layout_version": LAYOUT_VERSION, "objects": [r.meta.as_dict() for r in records],
+                            "object_ids": [r.object_id for r in records]})
         for name in names:
             data = np.stack([np.asarray(r.arrays[name]) for r in records])
             writing = final / name / "zarr.json"
+            dims, attributes = describe_array(name, data.ndim)
             arr = group.create_array(
                 name, shape=data.shape, dtype=data.dtype, chunks=_inner_chunks(name, data.shape),
-                shards=data.shape, config={"write_empty_chunks": True}, **_codecs(name, data.dtype),
+                shards=data.shape, config={"write_empty_chunks": True}, dimension_names=dims,
+                attributes=attributes, **_codecs(name, data.dtype),
             )
             writing = final / name / "c" / "/".join(["0"] * data.ndim)  # its one shard file
             arr[...] = data
@@ -650,7 +713,7 @@ def write_index(store_path: str | os.PathLike, index: Mapping[str, tuple[str, in
     root = Path(store_path)
     payload: dict[str, Any] = {"status": "complete" if complete else "in_progress",
                                "objects": {k: [s, int(r)] for k, (s, r) in sorted(index.items())}}
-    metadata = {"zarr.json": _metadata_record(root / "zarr.json")} if (root / "zarr.json").is_file() else {}
+    metadata = {rel: _metadata_record(root / rel) for rel in ("zarr.json", SHARDS_META_KEY) if (root / rel).is_file()}
     for shard in sorted({s for s, _ in index.values()}):
         metadata[_shard_meta_key(shard)] = _metadata_record(root / _shard_meta_key(shard))
     payload[METADATA_KEY] = metadata
@@ -707,7 +770,9 @@ def rewrite_array_metadata(store_path: str | os.PathLike, shard: str, name: str,
 
 
 def init_store(store_path: str | os.PathLike, dataset: str, params: Mapping[str, Any], code_version: str) -> None:
-    """Create (or reopen) a store's root group with the dataset-level attributes.
+    """Create (or reopen) a store's root group with the dataset-level attributes, and the group of its shards; bring
+    the shards of an older store up to what write_shard writes now (`upgrade_metadata`). The caller holds the writer
+    lock.
 
     The root zarr.json (zarr v3 group metadata) is written under a temporary name and renamed, as zarr itself
     would write it in place: a crash mid-write must not leave a store that no longer opens."""
@@ -721,6 +786,127 @@ def init_store(store_path: str | os.PathLike, dataset: str, params: Mapping[str,
                   "code_version": code_version})
     doc = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
     atomic_write_text(meta, json.dumps(doc, indent=2))
+    shards_meta = path / SHARDS_META_KEY
+    group = json.dumps({"attributes": SHARDS_GROUP_ATTRS, "zarr_format": 3, "node_type": "group"}, indent=2).encode()
+    if not (shards_meta.is_file() and shards_meta.read_bytes() == group):
+        atomic_write_bytes(shards_meta, group)
+    upgrade_metadata(path)
+
+
+def _pending(path: Path) -> Path:
+    return path.with_name(path.name + PENDING_SUFFIX)
+
+
+def _shard_upgrade(root: Path, shard: str, record: Sequence[int] | None) -> dict[Path, bytes]:
+    """The metadata documents of one shard that differ from what write_shard writes now (dimension names, CF
+    attributes, object_ids), as {file: new bytes}, the shard's zarr.json last; {} when there is nothing to do or
+    the shard's documents do not match their records (then they are left for verification to find as damage)."""
+    folder = root / SHARDS_DIR / shard
+    try:
+        attrs = read_shard_attrs(root, shard, record)
+    except DamagedObjectError:
+        return {}
+    files, objects = attrs.get(FILES_ATTR), attrs.get("objects")
+    if not isinstance(files, dict) or not isinstance(objects, list):
+        return {}  # an older aps's shard: redone anyway
+    out: dict[Path, bytes] = {}
+    files = dict(files)
+    for rel, rec in sorted(files.items()):
+        if not rel.endswith("/zarr.json") or rel.count("/") != 1 or not _safe_relative(rel):
+            continue
+        path = folder / rel
+        try:
+            data = path.read_bytes()
+            doc = json.loads(data)
+            ndim = len(doc["shape"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        if _checked_record(rec) is None or _record(data) != list(rec):
+            return {}
+        dims, wanted = describe_array(_array_of(rel), ndim)
+        attributes = doc.get("attributes") or {}
+        if doc.get("dimension_names") == dims and all(attributes.get(k) == v for k, v in wanted.items()):
+            continue
+        doc["attributes"] = {**attributes, **wanted}
+        doc["dimension_names"] = dims
+        try:
+            out[path] = json.dumps(doc, indent=2, allow_nan=False).encode()
+        except ValueError:  # a bare NaN in a document read back: not ours to rewrite
+            return {}
+        files[rel] = _record(out[path])
+    ids = [m.get("object_id") if isinstance(m, dict) else None for m in objects]
+    if not out and attrs.get("object_ids") == ids:
+        return {}
+    shard_doc = json.loads((folder / "zarr.json").read_bytes())
+    shard_doc["attributes"] = {**attrs, FILES_ATTR: files, "object_ids": ids}
+    try:
+        out[folder / "zarr.json"] = json.dumps(shard_doc, indent=2, allow_nan=False).encode()
+    except ValueError:
+        return {}
+    return out
+
+
+def _finish_pending(folder: Path, commit: bool) -> None:
+    """Move a shard's pending documents into place (arrays' first, its zarr.json last), or drop them."""
+    pending = sorted(folder.glob(f"*/zarr.json{PENDING_SUFFIX}")) + [_pending(folder / "zarr.json")]
+    for path in pending:
+        if not path.is_file():
+            continue
+        if commit:
+            os.replace(path, path.with_name("zarr.json"))
+        else:
+            path.unlink()
+
+
+def upgrade_metadata(store_path: str | os.PathLike) -> int:
+    """Give the shards of a store written by an older aps what write_shard writes now for zarr clients (dimension
+    names, CF attributes, object_ids): metadata only, no chunk is touched. Returns how many shards changed.
+
+    Atomic for the shards index.json records: each one's new documents are first written beside the old ones
+    (zarr.json.pending), then one rewrite of index.json records them all, with the root's and the shards group's
+    zarr.json as init_store has just written them (the commit), then they are renamed into place. A crash before the
+    commit leaves the old documents, read as before; after it, the next call (the next `aps preprocess`, through
+    init_store, before it verifies anything) finishes the renames. A shard that index.json does not record (one left
+    by a killed run) is upgraded in place, file by file: a crash there costs its objects a recompute, never a wrong
+    read; so is every shard of a store whose index.json is of before the metadata checksums. Documents that differ
+    from their records are left alone: verification finds them. The caller holds the writer lock."""
+    root = Path(store_path)
+    try:
+        index: dict[str, Any] | None = read_index(root)
+    except (OSError, StoreError):
+        index = None
+    if index is not None and INDEX_CRC_KEY not in index:
+        index = None  # a store of before the metadata checksums: nothing to commit to; the next write_index records
+    recorded: dict[str, Any] = index[METADATA_KEY] if index is not None else {}
+    shards = sorted(shard_objects(root))
+    for shard in shards:  # a crash of an earlier upgrade: committed (index.json records the pending document) or not
+        folder = root / SHARDS_DIR / shard
+        for sub in (folder, *(d for d in folder.iterdir() if d.is_dir())):  # its killed atomic writes' temporaries
+            remove_stale_temporaries(sub, ["zarr.json", f"zarr.json{PENDING_SUFFIX}"])
+        pending = _pending(root / _shard_meta_key(shard))
+        if pending.is_file() or any((root / SHARDS_DIR / shard).glob(f"*/zarr.json{PENDING_SUFFIX}")):
+            done = pending.is_file() and recorded.get(_shard_meta_key(shard)) == _record(pending.read_bytes())
+            _finish_pending(root / SHARDS_DIR / shard, commit=done)
+    changed: list[str] = []
+    for shard in shards:
+        key = _shard_meta_key(shard)
+        documents = _shard_upgrade(root, shard, recorded.get(key))
+        if not documents:
+            continue
+        for path, data in documents.items():
+            atomic_write_bytes(_pending(path) if key in recorded else path, data)
+        if key in recorded:
+            recorded[key] = _record(documents[root / key])
+        changed.append(shard)
+    committed = [s for s in changed if _shard_meta_key(s) in recorded]
+    if committed:
+        for rel in ("zarr.json", SHARDS_META_KEY):  # written by init_store under the same lock
+            if (root / rel).is_file():
+                recorded[rel] = _record((root / rel).read_bytes())
+        _write_index_doc(root, index)
+        for shard in committed:
+            _finish_pending(root / SHARDS_DIR / shard, commit=True)
+    return len(changed)
 
 
 class Store:
@@ -752,6 +938,7 @@ class Store:
                                  "`aps preprocess` to rebuild it")
             self._index[oid] = (where[0], where[1])
         self.attrs: dict[str, Any] = self._root_attrs(recorded)
+        self._check_shards_group(recorded)
         if self.attrs.get("layout_version") != LAYOUT_VERSION:
             raise StoreError(f"{self.path}: layout version {self.attrs.get('layout_version')}, "
                              f"this code reads {LAYOUT_VERSION}")
@@ -780,6 +967,20 @@ class Store:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError) as exc:
             raise StoreError(f"{meta}: not readable JSON ({exc}); rerun `aps preprocess` to rewrite it") from None
         return dict(attrs)
+
+    def _check_shards_group(self, recorded: dict[str, Any] | None) -> None:
+        """STORE/shards/zarr.json against index.json's record, when it has one (stores of before the zarr hierarchy
+        was complete have none): this reader does not need it, zarr clients walking from the root do."""
+        if recorded is None or SHARDS_META_KEY not in recorded:
+            return
+        meta = self.path / SHARDS_META_KEY
+        try:
+            same = _record(meta.read_bytes()) == recorded[SHARDS_META_KEY]
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise DamagedObjectError(f"{meta}: missing, or its checksum differs from the one recorded in {INDEX_FILE} "
+                                     "(edited or damaged after it was written); rerun `aps preprocess` to rewrite it")
 
     def _read_shard_meta(self, shard: str, recorded: dict[str, Any] | None) -> None:
         """A shard's attributes, checked (its zarr.json against index.json; its records of files, objects' ids and

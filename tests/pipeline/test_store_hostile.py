@@ -210,7 +210,7 @@ def test_a_store_without_metadata_checksums_still_reads_and_a_rerun_adds_them(st
     again = run_preprocess(_manifest(parts), store, scheduler="serial")
     assert sorted(again.repaired) == sorted(oids) and again.skipped == 1
     upgraded = json.loads((store / "index.json").read_text())
-    assert set(upgraded["metadata"]) == {"zarr.json", *(f"shards/{s}/zarr.json" for s in
+    assert set(upgraded["metadata"]) == {"zarr.json", "shards/zarr.json", *(f"shards/{s}/zarr.json" for s in
                                                         {v[0] for v in upgraded["objects"].values()})}
     assert validate_store(store) == []
 
