@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,36 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write
-from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, make_object_id, needed, suffix_colliding_ids
+from pipeline.sources import TEXT, TEXTS, Key, ObjectSpec, SourceError, make_object_id, needed, suffix_colliding_ids
 from pipeline.stages.load import MESH_SUFFIXES
 
-SOURCE_KEYS = {"pypi_wheel": {"package": needed(TEXT, "the PyPI package name"),
-                              "version": needed(TEXT, "its exact version, e.g. \"1.5.2\""),
+# PEP 508's project name. A manifest is shared, and its package and version go to pip: a path, a URL or an option
+# there would make pip read a local folder (and run its build backend) or write files, so only a name and a
+# PEP 440 version pass, and pip takes only wheels (a wheel is unpacked, never built or run).
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+
+def is_project_name(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 200 and bool(_PROJECT_NAME.match(value))
+
+
+def is_release_version(value: object) -> bool:
+    """A PEP 440 public version as written on PyPI (`1.5.2`, `2.0rc1`, `1!3.0.post1`): no local `+` part, no
+    spaces, nothing pip could take for a path, a URL or an option."""
+    from packaging.version import InvalidVersion, Version
+
+    if not isinstance(value, str) or not value or len(value) > 100 or value.strip() != value:
+        return False
+    try:
+        return Version(value).local is None
+    except InvalidVersion:
+        return False
+
+
+SOURCE_KEYS = {"pypi_wheel": {"package": needed(Key("a PyPI project name (PEP 508: letters, digits, '.', '_', '-')",
+                                                    is_project_name), "not a path, URL or option"),
+                              "version": needed(Key("a PEP 440 release version", is_release_version),
+                                                "its exact version, e.g. \"1.5.2\""),
                               "category": needed(TEXT, "the category of every member of this source"),
                               "include": needed(TEXTS, "globs over the wheel's member paths"),
                               "exclude": TEXTS}}
@@ -27,7 +53,11 @@ def cache_dir() -> Path:
 
 
 def fetch_wheel(package: str, version: str) -> Path:
-    """The wheel of package==version, downloaded with `pip download --no-deps` into the cache if absent."""
+    """The wheel of package==version, downloaded with `pip download --no-deps --only-binary=:all:` into the cache
+    if absent. package and version must be a project name and a release version (is_project_name,
+    is_release_version); the requirement goes after `--`, so pip reads it as nothing but a requirement."""
+    if not is_project_name(package) or not is_release_version(version):
+        raise SourceError(f"{package!r}=={version!r} is not a PyPI project name and release version")
     wheels = cache_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     norm = package.replace("-", "_").lower()
@@ -38,8 +68,8 @@ def fetch_wheel(package: str, version: str) -> Path:
 
     if (hit := find()) is not None:
         return hit
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           f"{package}=={version}", "-d", str(wheels)]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheels),
+           "--", f"{package}=={version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or (hit := find()) is None:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -65,7 +65,7 @@ def test_each_source_type_takes_exactly_the_keys_its_lister_reads(tmp_path, kind
     ('type = "pypi_wheel"\npackage = "robosuite"\nversion = "1.5.2"\ncategory = "a"\ninclude = "*.stl"',
      r"include must be a list of non-empty strings \(globs over the wheel's member paths\), got '\*.stl'"),
     ('type = "pypi_wheel"\npackage = "robosuite"\nversion = 1.5\ncategory = "a"\ninclude = ["*.stl"]',
-     r"version must be a non-empty string \(its exact version, e.g. \"1.5.2\"\), got 1.5"),
+     r"version must be a PEP 440 release version \(its exact version, e.g. \"1.5.2\"\), got 1.5"),
     ('type = "pypi_wheel"\npackage = "robosuite"\nversion = "1.5.2"\ncategory = "a"',
      r"pypi_wheel source needs 'include': a list of non-empty strings \(globs"),
     ('type = "shapenet_v1"\nroot = "r"\nv1_root = "r"', r"unknown key\(s\) \['v1_root'\]"),  # v1 never reads it
