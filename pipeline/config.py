@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from pipeline.stages.load import DEFAULT_MAX_TRIANGLES
 from pipeline.stages.render_views import ViewSampling
 
 # Bump when a change to the code changes what is written for the same inputs: objects are then redone.
@@ -17,6 +18,20 @@ CODE_VERSION = "pipeline-5"
 DRAWS_VERSION = "pipeline-4"
 # Parameters that transform the draws without changing them (the reference box scales the same uniform draws)
 NOT_IN_DRAWS = ("reference_padding",)
+# Parameters that change no stored array, so not the content hash either: how objects are grouped, and which are
+# refused (an object within the limit comes out the same whatever the limit)
+NOT_IN_ARRAYS = ("shard_size", "max_triangles")
+
+# What one object may cost, checked up front (an object over them would fail alone, with a MemoryError blamed
+# on its mesh, or kill its worker). Points: 100x the paper's 9872 + 128, 10x OccNet's 100k reference points.
+MAX_POINTS = 1_000_000
+# Views: 3D-R2N2 renders 24; the renderer holds ~80 bytes per pixel of a view batch, so 2^26 pixels (24 views of
+# 1672 px) is ~5 GB.
+MAX_VIEWS, MAX_VIEW_PIXELS = 1000, 1 << 26
+# Jitter: surface points are normalised into the unit cube and stored in [-0.6, 0.6]^3 (schema.POINT_HALF_RANGE).
+# At sigma 0.05 (2.6 d*, d* = 5/256: docs/METHOD.md) ~2% of the points of a part filling the cube fall past that
+# range and are clamped onto its boundary, and most points lie beyond d*, where the label v(d, s) is 0 anyway.
+MAX_JITTER_SIGMA = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,20 +61,30 @@ class PreprocessConfig:
     """objects per zarr shard (one file per array per shard)"""
     seed: int = 0
     """base seed; each object's generator is seeded from it and the object's content hash"""
+    max_triangles: int = DEFAULT_MAX_TRIANGLES
+    """a mesh with more triangles fails alone, checked from its header before it is read where the format has one
+    (pipeline.stages.load.DEFAULT_MAX_TRIANGLES says why 10M)"""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return json.loads(json.dumps(d))  # tuples -> lists, so the dict is what JSON stores
+
+    def store_params(self) -> dict[str, Any]:
+        """The parameters a store records (its root attributes): every field but max_triangles, which shapes no
+        stored array, so a store rerun with a new limit keeps its params (and a training run's data digest)."""
+        d = self.to_dict()
+        d.pop("max_triangles")
+        return d
 
     @property
     def reference_half(self) -> float:
         return reference_half(self.reference_padding)
 
     def digest(self, omit: tuple[str, ...] = ()) -> str:
-        """Hash of everything that changes an object's arrays (not shard_size, which only groups them), less the
-        parameters in `omit`."""
+        """Hash of everything that changes an object's arrays (not NOT_IN_ARRAYS: shard_size only groups them,
+        max_triangles only refuses some), less the parameters in `omit`."""
         d = self.to_dict()
-        for name in ("shard_size", *omit):
+        for name in (*NOT_IN_ARRAYS, *omit):
             d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -100,19 +125,32 @@ class PreprocessConfig:
         from their known set); a one-line ValueError naming the parameter. Runs on every construction."""
         from pipeline.stages.distances import DISTANCE_BACKENDS
 
-        for name, lo in (("n_surface", 1), ("n_uniform", 0), ("n_reference", 0), ("shard_size", 1), ("seed", 0)):
+        for name, lo in (("n_surface", 1), ("n_uniform", 0), ("n_reference", 0), ("shard_size", 1), ("seed", 0),
+                         ("max_triangles", 1)):
             value = getattr(self, name)
             if not _is_int(value) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        for name in ("n_surface", "n_uniform", "n_reference"):
+            if getattr(self, name) > MAX_POINTS:
+                raise ValueError(f"{name} must be at most {MAX_POINTS:,} points per object, got "
+                                 f"{getattr(self, name):,}")
         sigmas, weights = self.jitter_sigmas, self.jitter_weights
         if not _numbers(sigmas) or not sigmas or min(sigmas) < 0:
             raise ValueError(f"jitter_sigmas must be a non-empty list of numbers >= 0, got {_shown(sigmas)!r}")
+        if max(sigmas) > MAX_JITTER_SIGMA:
+            raise ValueError(f"jitter_sigmas must be at most {MAX_JITTER_SIGMA} (normalised units: the object spans "
+                             f"the unit cube and d* = 5/256; wider offsets end clamped on the box or far past d*, "
+                             f"where the label is 0), got {_shown(sigmas)!r}")
         if not _numbers(weights) or len(weights) != len(sigmas) or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"jitter_weights must be {len(sigmas)} number(s) >= 0 (one per jitter_sigmas) with a "
                              f"positive sum, got {_shown(weights)!r}")
         if not isinstance(self.views, ViewSampling):
             raise ValueError(f"views must be a table of view parameters, got {self.views!r}")
         self.views.check()
+        views = self.views
+        if views.n_views > MAX_VIEWS or views.n_views * views.image_size ** 2 > MAX_VIEW_PIXELS:
+            raise ValueError(f"views must be at most {MAX_VIEWS} views and {MAX_VIEW_PIXELS:,} pixels per object "
+                             f"(n_views x image_size^2), got {views.n_views} x {views.image_size}^2")
         splits = self.reference_splits
         if not isinstance(splits, tuple | list) or not all(s in SPLITS for s in splits):
             raise ValueError(f"reference_splits must be a list of split names from {list(SPLITS)}, "

@@ -13,6 +13,7 @@ from pipeline.config import PreprocessConfig
 from pipeline.schema import ObjectMeta
 from pipeline.sources import load_dataset_views, load_source_mesh
 from pipeline.stages.distances import inside, udf
+from pipeline.stages.load import MeshError
 from pipeline.stages.normalize import normalize
 from pipeline.stages.render_views import render_views, sample_cameras
 from pipeline.stages.sample_points import jitter, morton_order, sample_surface, uniform_points
@@ -49,7 +50,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
         cpu[name] = cpu.get(name, 0.0) + cpu_now - cpu_clock
         clock, cpu_clock = now, cpu_now
 
-    vertices, faces = load_source_mesh(job.source, job.extras)
+    vertices, faces = load_source_mesh(job.source, job.extras, config.max_triangles)
     vertices, scale, center = normalize(vertices, faces)
     lap("load")
 
@@ -70,6 +71,9 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
         inside_flags, ref_inside = flags[: len(points)], flags[len(points):]
     else:
         inside_flags = inside(vertices, faces, points)
+    if not inside_flags.any() and not (wants_reference and ref_inside.any()):
+        raise MeshError(f"{job.source}: encloses no volume (none of its {len(points):,} sample points is inside: "
+                        "a flat or open sheet?); occupancy needs a solid")
     lap("inside")
 
     dataset_views = load_dataset_views(job.extras, job.source, vertices, faces, scale, center, config.views.n_views,

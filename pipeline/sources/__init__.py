@@ -180,32 +180,50 @@ def extra_input_files(extras: str) -> list[Path]:
 
 
 def hash_source(h, source: str) -> None:
-    """Feed an object's own input bytes to a hash: the mesh file, or one model's row of an IM-NET file."""
+    """Feed an object's own input bytes to a hash: the mesh file with every file it names that its loader reads
+    (a glTF's buffers and images: pipeline.stages.load.referenced_files), or one model's row of an IM-NET file."""
     from pipeline.sources.imnet import hash_row, parse_row_source
+    from pipeline.stages.load import referenced_files
 
     if parse_row_source(source) is not None:
         hash_row(h, source)
         return
-    with open(source, "rb") as f:
+    _hash_file(h, source)
+    for uri, path in referenced_files(source):
+        h.update(json.dumps(["uri", uri]).encode())
+        if path is None or not path.is_file():  # the load fails the object, naming the URI; hashing the absence
+            h.update(b"<missing>")  # redoes it once fixed
+        else:
+            _hash_file(h, path)
+
+
+def _hash_file(h, path: str | Path) -> None:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
 
 
-def load_source_mesh(source: str, extras: str) -> tuple[np.ndarray, np.ndarray]:
+def load_source_mesh(source: str, extras: str, max_triangles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """vertices (V, 3) float64 in the file's units, faces (F, 3) int64: a mesh file, a CAD file tessellated
-    at the source's stated tolerance, or the voxel surface of one model of an IM-NET file (`<file>.hdf5#<row>`)."""
+    at the source's stated tolerance, or the voxel surface of one model of an IM-NET file (`<file>.hdf5#<row>`).
+    A mesh of more than `max_triangles` triangles (default: pipeline.stages.load.DEFAULT_MAX_TRIANGLES) is refused,
+    from its header where the format has one."""
     from pipeline.sources.imnet import load_imnet_mesh, parse_row_source
+    from pipeline.stages.load import DEFAULT_MAX_TRIANGLES, MeshError, load_mesh
 
+    limit = DEFAULT_MAX_TRIANGLES if max_triangles is None else max_triangles
     if parse_row_source(source) is not None:
-        return load_imnet_mesh(source)
-    tessellation = decode_extras(extras).get("tessellation")
-    if tessellation is not None:
+        vertices, faces = load_imnet_mesh(source)
+    elif (tessellation := decode_extras(extras).get("tessellation")) is not None:
         from pipeline.sources.step import load_cad
 
-        return load_cad(source, **tessellation)
-    from pipeline.stages.load import load_mesh
-
-    return load_mesh(source)
+        vertices, faces = load_cad(source, **tessellation)
+    else:
+        return load_mesh(source, limit)
+    if len(faces) > limit:
+        raise MeshError(f"{source}: {len(faces):,} triangles, above the limit of {limit:,} (max_triangles in the "
+                        "manifest's [params])")
+    return vertices, faces
 
 
 def load_dataset_views(extras: str, source: str, vertices: np.ndarray, faces: np.ndarray, scale: float,

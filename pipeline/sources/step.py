@@ -11,8 +11,15 @@ Vertices come back in metres, whatever the file's unit (IGES output, in millimet
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +74,49 @@ def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectS
     return specs
 
 
-def _tessellate(data: bytes, file_type: str, tol_linear: float, tol_relative: bool, tol_angular: float):
+@contextmanager
+def native_output() -> Iterator[list[str]]:
+    """Collect what native code writes to the process's stdout and stderr (OpenCASCADE's coloured
+    `**** ERR StepFile : ...` on fd 1, cascadio's `Error: Failed to read STEP data` on fd 2) instead of letting it
+    reach the terminal: the list it yields gets the non-empty lines, without colour codes, when the block ends;
+    the caller turns them into its one-line reason. C's stdio buffers are flushed before the descriptors return."""
+    lines: list[str] = []
+    for stream in (sys.stdout, sys.stderr):  # what Python buffered goes out first, where it belongs
+        if stream is not None:
+            stream.flush()
+    libc = ctypes.CDLL(None)
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield lines
+        finally:
+            libc.fflush(None)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = sink.read(1 << 16).decode(errors="replace")
+            lines += [clean for line in text.splitlines() if (clean := _ANSI.sub("", line).strip(" *"))]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _tessellate(data: bytes, file_type: str, tol_linear: float, tol_relative: bool, tol_angular: float,
+                said: list[str] | None = None):
+    """cascadio's tessellation as a trimesh mesh, or None where it gives nothing; what OpenCASCADE printed goes
+    to `said` (native_output), never to the terminal."""
     import cascadio
     import trimesh
 
-    glb = cascadio.load(data, file_type=file_type, tol_linear=tol_linear, tol_angular=tol_angular,
-                        tol_relative=tol_relative, use_parallel=False)
+    with native_output() as printed:
+        glb = cascadio.load(data, file_type=file_type, tol_linear=tol_linear, tol_angular=tol_angular,
+                            tol_relative=tol_relative, use_parallel=False)
+    if said is not None:
+        said += printed
     if not glb:
         return None
     mesh = trimesh.load(io.BytesIO(glb), file_type="glb", force="mesh", process=False)
@@ -103,9 +147,12 @@ def load_cad(path: str | Path, tolerance: float = DEFAULT_TOLERANCE, angular_deg
     except ImportError as exc:
         raise MeshError(f"{path}: reading STEP/IGES needs the 'cascadio' package (pip install cascadio)") from exc
     data = path.read_bytes()
-    coarse = _tessellate(data, file_type, 0.5, True, np.radians(30.0))
+    said: list[str] = []
+    coarse = _tessellate(data, file_type, 0.5, True, np.radians(30.0), said)
     if coarse is None:
-        raise MeshError(f"{path}: OpenCASCADE found no surface to tessellate (empty or unreadable {file_type})")
+        why = next((line for line in said if "ERR" in line), said[0] if said else "")
+        raise MeshError(f"{path}: OpenCASCADE found no surface to tessellate (empty or unreadable {file_type}"
+                        f"{': ' + why if why else ''})")
     mm_per_unit = _MM_PER_OUTPUT_UNIT[file_type]
     tol_linear = tolerance * float(np.ptp(coarse.vertices, axis=0).max()) * mm_per_unit
     mesh = _tessellate(data, file_type, tol_linear, False, np.radians(angular_deg))

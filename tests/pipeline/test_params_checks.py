@@ -83,3 +83,33 @@ def test_overrides_and_replaced_views_are_checked_too():
         cfg.with_overrides(shard_size=0)
     with pytest.raises(ValueError, match="views.n_views must be an integer >= 1, got 0"):
         replace(cfg, views=replace(cfg.views, n_views=0))  # what `aps preprocess --views 0` builds
+
+
+@pytest.mark.parametrize("params, error", [
+    ("jitter_sigmas = [5.0, 20.0]", "jitter_sigmas must be at most 0.05 (normalised units: the object spans the unit "
+                                    "cube and d* = 5/256; wider offsets end clamped on the box or far past d*, where "
+                                    "the label is 0), got [5.0, 20.0]"),
+    ("jitter_sigmas = [0.005, 0.2]", "jitter_sigmas must be at most 0.05"),
+    ("n_surface = 1_000_000_000", "n_surface must be at most 1,000,000 points per object, got 1,000,000,000"),
+    ("n_uniform = 1_000_001", "n_uniform must be at most 1,000,000 points per object, got 1,000,001"),
+    ("n_reference = 1_000_000_000", "n_reference must be at most 1,000,000 points per object, got 1,000,000,000"),
+    ("views = { n_views = 100000 }", "views must be at most 1000 views and 67,108,864 pixels per object "
+                                     "(n_views x image_size^2), got 100000 x 137^2"),
+    ("views = { n_views = 24, image_size = 4096 }", "views must be at most 1000 views and 67,108,864 pixels per "
+                                                    "object (n_views x image_size^2), got 24 x 4096^2"),
+    ("max_triangles = 0", "max_triangles must be an integer >= 1, got 0"),
+    ('max_triangles = "20M"', "max_triangles must be an integer >= 1, got '20M'"),
+])
+def test_parameters_beyond_what_one_object_can_use_are_refused(tmp_path, params, error):
+    """jitter_sigmas = [5, 20] was accepted (99.97% of the surface points ended clamped on the box); a billion
+    points or 100k views per object were accepted and every object then failed with a MemoryError."""
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(tmp_path / 'm.toml'))}: \[params\]: {re.escape(error)}"):
+        load_params(tmp_path, params)
+
+
+def test_the_largest_allowed_values_load(tmp_path):
+    cfg = load_params(tmp_path, "jitter_sigmas = [0.05]\njitter_weights = [1]\nn_surface = 1_000_000\n"
+                                "n_reference = 1_000_000\nmax_triangles = 50_000_000\n"
+                                "views = { n_views = 1000, image_size = 259 }").config()
+    assert (cfg.jitter_sigmas, cfg.n_surface, cfg.max_triangles, cfg.views.n_views) == ((0.05,), 10**6, 5 * 10**7, 1000)
+    assert "max_triangles" not in cfg.store_params() and cfg.digest() == cfg.with_overrides(max_triangles=7).digest()
