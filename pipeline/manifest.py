@@ -20,6 +20,9 @@ SPLITS = ("train", "val", "test")
 TOP_KEYS = ("name", "description", "sources", "split", "params")
 # the keys of [split] by method; method = "files" is checked by pipeline.sources.splits.check_table
 SPLIT_KEYS = {"hash": ("method", "val", "test", "exact"), "lists": ("method", "val", "test")}
+# A manifest is a few kB; 4 MiB holds a 'lists' split of every ShapeNet model id (~50k ids of ~45 bytes) with room
+# to spare, and bounds what a hostile file can make the parser hold.
+MAX_MANIFEST_BYTES = 4 << 20
 
 
 class ManifestError(ValueError):
@@ -144,6 +147,9 @@ class Manifest:
                 specs.extend(list_objects(source, self.base_dir))
             except SourceError as exc:
                 raise ManifestError(f"{self.where}: {_source_label(i, source)}: {exc}") from exc
+            except OSError as exc:  # a root the walk cannot even look at
+                raise ManifestError(f"{self.where}: {_source_label(i, source)}: {exc.filename or ''}: cannot be "
+                                    f"listed ({exc.strerror or exc})") from exc
         by_id: dict[str, list[ObjectSpec]] = {}
         for s in specs:
             by_id.setdefault(s.object_id, []).append(s)
@@ -231,12 +237,7 @@ def assign_split(object_id: str, split: dict[str, Any]) -> str:
 def load_manifest(path: str | Path) -> Manifest:
     """Read a TOML manifest (tomllib: a safe parser, no code runs)."""
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{path}: not valid TOML ({exc})") from exc
+    data = _read_toml(path)
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise ManifestError(f"{path}: unknown top-level key(s) {unknown}; known: {list(TOP_KEYS)}")
@@ -260,6 +261,35 @@ def load_manifest(path: str | Path) -> Manifest:
         m.split = dict(data["split"])
     m.check()  # fail early: every table's keys and values, before any source is listed
     return m
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table of a manifest file, or a one-line ManifestError naming it: a file that is missing, not a
+    regular file (a FIFO or a device would block or never end), larger than MAX_MANIFEST_BYTES, not UTF-8, not
+    TOML, or nested deeper than the parser can recurse."""
+    try:
+        regular = path.is_file()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from exc
+    if not regular:
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a manifest is TOML") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML ({exc})") from exc
+    except RecursionError as exc:  # tomllib recurses once per level of nested arrays or inline tables
+        raise ManifestError(f"{path}: not valid TOML (nested too deeply to parse)") from exc
 
 
 def folder_manifest(meshes: str | Path, name: str | None = None) -> Manifest:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, needed, suffix_colliding_ids
-from pipeline.sources.walk import resolve_root, walk_categories
+from pipeline.sources.walk import FolderWalk, resolve_root, walk_categories
 from pipeline.stages.load import MESH_SUFFIXES
 
 SOURCE_KEYS = {"folder": {"root": needed(TEXT, "the folder holding one subfolder per category"),
@@ -29,12 +30,14 @@ def list_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
         raise SourceError(f"{root}: mesh folder not found")
     wanted = set(source.get("categories", []))
     suffixes = set(MESH_SUFFIXES) | set(CAD_SUFFIXES)
-    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    loose = FolderWalk(root).loose_files(suffixes)
     if loose:
         raise SourceError(f"{root}: meshes must sit in one subfolder per category; found {loose[:3]} at the top")
     cad = encode_extras({"tessellation": {"tolerance": DEFAULT_TOLERANCE, "angular_deg": DEFAULT_ANGULAR_DEG}})
-    specs = suffix_colliding_ids(walk_categories(root, MESH_SUFFIXES, wanted)
-                                 + walk_categories(root, CAD_SUFFIXES, wanted, cad))
+    found = walk_categories(root, suffixes, wanted)  # one walk; meshes listed first, then CAD parts
+    is_cad = [Path(s.source).suffix.lower() in CAD_SUFFIXES for s in found]
+    specs = suffix_colliding_ids([s for s, c in zip(found, is_cad) if not c]
+                                 + [replace(s, extras=cad) for s, c in zip(found, is_cad) if c])
     if not specs:
         raise SourceError(f"{root}: no mesh or CAD files ({', '.join(sorted(suffixes))}) in its category subfolders")
     return specs
