@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from common.errors import first_line
 from common.threads import keep_freed_memory, malloc_env, pin_library_threads, single_threaded_env
 from pipeline import schema
 from pipeline.config import PreprocessConfig
@@ -122,19 +123,26 @@ WORKER_MALLOC = malloc_env()
 # enforced, within 2 s.
 QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s",
                  "distributed.worker.memory.monitor-interval": "2s", "distributed.admin.tick.interval": "200ms"}
+# The preprocess's own cluster: a shard whose worker dies (an object beyond the worker's memory) is not run again
+# on three more workers, each killed in turn (Dask's default allowed-failures = 3); run_dask retries each of its
+# objects alone instead, so every object still gets a second try on a fresh worker, and only one that kills a
+# worker on its own fails.
+PREPROCESS_CLUSTER = {"distributed.scheduler.allowed-failures": 0}
 
 
-def local_cluster(n_workers: int, malloc: dict[str, str] | None = None):
+def local_cluster(n_workers: int, malloc: dict[str, str] | None = None, settings: dict | None = None,
+                  memory_limit: str | int = "auto"):
     """A LocalCluster of `n_workers` single-threaded processes (the one both stages start): one core per worker
     process, its numerical libraries included (common.threads); glibc's malloc as WORKER_MALLOC with `malloc`'s
-    values over it, set before each process starts; little housekeeping (QUIET_CLUSTER)."""
+    values over it, set before each process starts; little housekeeping (QUIET_CLUSTER, `settings` over it); each
+    worker restarted past 95% of `memory_limit` (Dask's "auto": the machine's memory / n_workers)."""
     import dask
     from dask.distributed import LocalCluster
 
     env = {**single_threaded_env(), **WORKER_MALLOC, **(malloc or {})}
-    with dask.config.set(QUIET_CLUSTER):
+    with dask.config.set({**QUIET_CLUSTER, **(settings or {})}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR, env=env)
+                            silence_logs=logging.ERROR, env=env, memory_limit=memory_limit)
 
 
 def warm_worker() -> None:
@@ -152,25 +160,26 @@ class ClusterStart:
     """The Dask client of a run, connected in a background thread while this process reads the manifest, hashes
     the meshes and verifies the store (seconds on a large dataset): `scheduler` is an existing cluster's address,
     or None for a LocalCluster of `workers` processes (local_cluster, `malloc` over WORKER_MALLOC), whose workers
-    then run `warm` (the stage's imports) before the first task reaches them. Close it in any case: a cluster
-    started here is closed, an existing one is left running."""
+    then run `warm` (the stage's imports) before the first task reaches them, with `settings` over QUIET_CLUSTER.
+    Close it in any case: a cluster started here is closed, an existing one is left running."""
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None,
-                 warm: Callable[[], None] | None = None, malloc: dict[str, str] | None = None):
+                 warm: Callable[[], None] | None = None, malloc: dict[str, str] | None = None,
+                 settings: dict | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.cluster = None
         self.client = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="aps-cluster-start")
-        self._started = self._pool.submit(self._start, scheduler, workers, warm, malloc)
+        self._started = self._pool.submit(self._start, scheduler, workers, warm, malloc, settings)
 
-    def _start(self, scheduler: str | None, workers: int | None, warm, malloc):
+    def _start(self, scheduler: str | None, workers: int | None, warm, malloc, settings):
         from dask.distributed import Client
 
         if scheduler:
             self.client = Client(scheduler)
         else:
-            self.cluster = local_cluster(workers or default_workers(), malloc)
+            self.cluster = local_cluster(workers or default_workers(), malloc, settings)
             self.client = Client(self.cluster)
             if warm is not None:
                 self.client.run(warm)
@@ -196,19 +205,71 @@ class ClusterStart:
 def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress,
              start: ClusterStart) -> Iterator[list[Outcome]]:
     """One task per shard (process_shard), the costliest first, on the client of `start` (which the caller
-    closes). Its workers must see `store_path`."""
+    closes). Its workers must see `store_path`.
+
+    A shard whose task fails without outcomes (its worker died: an object beyond the worker's memory, Dask's
+    KilledWorker) fails no object yet: once the other shards are done, each of its objects runs again alone, one
+    at a time on the whole cluster, so a worker that dies then was computing that object and nothing else (Dask
+    sends a worker more tasks than it runs, and marks them all when it dies). An object whose second task fails
+    gets that reason, naming its file; the others are written. The run goes on either way."""
     from dask.distributed import as_completed
 
     client = start.get()
     client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_object(1))
+    spare = _spare_shard_names(plan)
+
+    def submit(shard_name: str, jobs: list[ObjectMeta]):
+        return client.submit(process_shard, store_path, shard_name, jobs, config, True, pure=False,
+                             key=f"shard-{shard_name}", priority=shard_priority(jobs, config))
+
     try:
-        futures = [client.submit(process_shard, store_path, shard_name, jobs, config, True, pure=False,
-                                 key=f"shard-{shard_name}", priority=shard_priority(jobs, config))
-                   for shard_name, jobs in plan]
-        for fut in as_completed(futures):
-            yield fut.result()
+        shards = {submit(name, jobs): (name, jobs) for name, jobs in plan}
+        again: list[tuple[str, ObjectMeta]] = []
+        for fut in as_completed(list(shards)):
+            name, jobs = shards.pop(fut)
+            try:
+                outcomes = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a dead worker fails its shard's objects, not the run
+                log.warning("shard %s: its task failed (%s); its %d object(s) run again one at a time", name,
+                            type(exc).__name__, len(jobs))
+                again += [(name, job) for job in jobs]
+                continue
+            yield outcomes
+        for name, job in again:
+            try:
+                outcomes = submit(spare(name), [job]).result()
+            except Exception as exc:  # noqa: BLE001 - this object alone was being computed: it is the cause
+                outcomes = [Outcome(job, "failed", _task_failure(job, exc))]
+            yield outcomes
     finally:
         client.unsubscribe_topic(PROGRESS_TOPIC)
+
+
+def _spare_shard_names(plan: ShardPlan) -> Callable[[str], str]:
+    """A new shard name of the run and split of a planned shard, numbered on from the plan's largest, so a retried
+    object keeps to the only shard name form ever deleted (schema.SHARD_NAME)."""
+    next_k: dict[str, int] = {}
+    for name, _ in plan:
+        prefix, k = name.rsplit("-", 1)
+        next_k[prefix] = max(next_k.get(prefix, 0), int(k) + 1)
+
+    def spare(name: str) -> str:
+        prefix = name.rsplit("-", 1)[0]
+        next_k[prefix] += 1
+        return f"{prefix}-{next_k[prefix] - 1:05d}"
+
+    return spare
+
+
+def _task_failure(job: ObjectMeta, exc: BaseException) -> str:
+    """The one-line reason of an object whose task failed without outcomes: a worker that died computing it
+    (KilledWorker: past its memory limit, most likely), or whatever else Dask raised."""
+    from distributed import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return (f"{job.source}: the Dask worker computing it died (KilledWorker), most likely needing more memory "
+                "than a worker has; give each worker more (fewer --workers) or set a lower max_triangles")
+    return f"{job.source}: its Dask task failed ({type(exc).__name__}: {first_line(exc)})"
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from common.atomic import atomic_write_text
 from pipeline import schema
 from pipeline.config import CODE_VERSION, DRAWS_VERSION, NOT_IN_DRAWS, PreprocessConfig
 from pipeline.executors import (
+    PREPROCESS_CLUSTER,
     ClusterStart,
     Outcome,
     quiet_dask_logs,
@@ -160,7 +161,8 @@ def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_i
     if scheduler == "serial":
         return _run(manifest, store, config, run_id, scheduler, progress, None)
     with quiet_dask_logs():
-        cluster = ClusterStart(None if scheduler == "local" else scheduler, workers, warm_worker)  # while we hash
+        cluster = ClusterStart(None if scheduler == "local" else scheduler, workers, warm_worker,  # while we hash
+                               settings=PREPROCESS_CLUSTER)
         try:
             return _run(manifest, store, config, run_id, scheduler, progress, cluster)
         finally:
@@ -173,7 +175,7 @@ def _run(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str,
     summary = RunSummary(run_id, store)
     objects = manifest.objects()
 
-    schema.init_store(store, manifest.name, config.to_dict(), CODE_VERSION)
+    schema.init_store(store, manifest.name, config.store_params(), CODE_VERSION)
     shards_dir = store / schema.SHARDS_DIR
     shards_dir.mkdir(exist_ok=True)
     for tmp in shards_dir.iterdir():  # left by a killed run: never complete, never read
