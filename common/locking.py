@@ -3,7 +3,7 @@
 The kernel drops a flock when its process ends, `kill -9` and power loss included, so a crashed writer never
 leaves the folder locked and nothing has to judge whether a lock is stale; the file itself stays. A second
 writer is refused at once (not queued), with the holder's pid, host and start time read from the file.
-The store's writer lock (pipeline.schema.writer_lock) follows the same design.
+Used for the store (pipeline.schema.writer_lock) and the training run folder (trainer.loop).
 """
 
 from __future__ import annotations

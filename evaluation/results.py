@@ -16,7 +16,6 @@ a folder one is writing.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_write_text
+from common.locking import single_writer
 from pipeline.schema import object_file
 
 log = logging.getLogger(__name__)
@@ -126,15 +126,12 @@ class ResultFolder:
     def lock(self) -> Iterator[None]:
         """Held while a run writes here; a second run is refused at once (not queued)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / LOCK_FILE, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ResultsMismatchError(f"{self.out_dir}: another `aps eval` is writing this folder") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+
+        def refused(who: str) -> ResultsMismatchError:
+            return ResultsMismatchError(f"{self.out_dir}: another `aps eval` is writing this folder: {who}")
+
+        with single_writer(self.out_dir / LOCK_FILE, refused):
+            yield
 
     def _records(self) -> Iterator[dict[str, Any]]:
         if not self.objects_dir.is_dir():

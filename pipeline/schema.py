@@ -93,19 +93,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.atomic import DiskFullError, atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from common.atomic import DiskFullError, atomic_write_bytes, atomic_write_text, out_of_space, remove_stale_temporaries
+from common.locking import single_writer
 
 LAYOUT_VERSION = 1
 N_SURFACE = 9872  # paper §5.1: jittered surface points per object
@@ -447,24 +446,13 @@ def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[Ob
         group.attrs.update({FILES_ATTR: files})
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # never complete, never read: its space goes back at once
-        if _out_of_space(exc):
+        if out_of_space(exc):
             raise _shard_disk_full(writing, final, len(records)) from exc
         raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     return shard_name
-
-
-def _out_of_space(exc: BaseException | None) -> bool:
-    """ENOSPC or EDQUOT anywhere in the error's chain (zarr's async store may wrap the OSError)."""
-    for _ in range(16):
-        if exc is None:
-            return False
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _shard_disk_full(path: Path, final: Path, n_objects: int) -> DiskFullError:
@@ -647,30 +635,12 @@ def writer_lock(store_path: str | os.PathLike, run_id: str) -> Iterator[None]:
     A second writer is refused at once, naming the holder. The kernel drops the lock when its process ends
     (kill -9 included), so a crashed run never leaves the store locked; the file itself stays.
     """
-    import fcntl
+    def refused(who: str) -> StoreLockedError:
+        return StoreLockedError(f"{store_path}: another `aps preprocess` is writing this store: {who}; wait for it "
+                                "to finish (a store has one writer at a time)")
 
-    path = Path(store_path) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        os.close(fd)
-        try:
-            h = json.loads(holder)
-            who = f"run {h.get('run_id')} (pid {h.get('pid')} on {h.get('host')}, since {h.get('started')})"
-        except (json.JSONDecodeError, AttributeError):
-            who = "another process"
-        raise StoreLockedError(f"{store_path}: another `aps preprocess` is writing this store: {who}; wait for it "
-                               "to finish (a store has one writer at a time)") from None
-    try:
-        info = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": datetime.now(UTC).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+    with single_writer(Path(store_path) / LOCK_FILE, refused, run_id=run_id):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def check_store_folder(store_path: str | os.PathLike, dataset: str | None = None,
