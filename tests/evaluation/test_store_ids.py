@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import google_crc32c
 import pytest
 
 from evaluation.results import ResultFolder
+from tests.store_edits import rename_object
 from trainer.config import override, preset
 from trainer.loop import run_training
 
@@ -29,27 +29,6 @@ def checkpoint(eval_store, tmp_path_factory) -> Path:
     return out / "last.ckpt"
 
 
-def _crc(data: bytes) -> list[int]:
-    return [len(data), google_crc32c.value(data)]
-
-
-def _rename_sealed(store: Path, old: str, new: str) -> None:
-    """Rename an object in index.json and its shard's zarr.json, and recompute every checksum of the chain as
-    pipeline/schema.py documents it: a deliberate edit, which only the id grammar can refuse."""
-    index = json.loads((store / "index.json").read_text())
-    shard, row = index["objects"].pop(old)
-    index["objects"][new] = [shard, row]
-    meta = store / "shards" / shard / "zarr.json"
-    doc = json.loads(meta.read_text())
-    doc["attributes"]["objects"][row]["object_id"] = new
-    meta.write_text(json.dumps(doc, indent=2))
-    index.pop("crc32c", None)
-    index.setdefault("metadata", {})[f"shards/{shard}/zarr.json"] = _crc(meta.read_bytes())
-    index["metadata"]["zarr.json"] = _crc((store / "zarr.json").read_bytes())
-    index["crc32c"] = google_crc32c.value(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
-    (store / "index.json").write_text(json.dumps(index, indent=0))
-
-
 def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
@@ -63,7 +42,7 @@ def test_aps_eval_refuses_an_object_id_that_is_a_path_and_writes_nothing_outside
     index = json.loads((store / "index.json").read_text())["objects"]
     test_ids = [o for o in index if index[o][0].split("-")[-2] == "test"]
     victim = test_ids[0]
-    _rename_sealed(store, victim, "../../escaped")
+    rename_object(store, victim, "../../escaped", reseal=True)
     out = tmp_path / "a" / "b" / "eval"
     before = _files(tmp_path)
     done = subprocess.run([*APS, "eval", "--checkpoint", str(checkpoint), "--data", str(store), "--out", str(out),

@@ -85,7 +85,7 @@ def test_kill_minus_9_then_rerun_completes_every_object_once(tmp_path, mesh_fold
     shards = store / "shards"
     deadline = time.time() + 120
     while time.time() < deadline:
-        done = [d for d in shards.iterdir() if not d.name.startswith(".")] if shards.is_dir() else []
+        done = [d for d in shards.iterdir() if schema.is_shard_name(d.name)] if shards.is_dir() else []
         if len(done) >= 2:
             break
         time.sleep(0.05)
@@ -93,7 +93,7 @@ def test_kill_minus_9_then_rerun_completes_every_object_once(tmp_path, mesh_fold
     proc.wait()
     index = json.loads((store / schema.INDEX_FILE).read_text())
     assert index["status"] == "in_progress", "the killed run must not look complete"
-    survived = len([d for d in shards.iterdir() if not d.name.startswith(".")])
+    survived = len([d for d in shards.iterdir() if schema.is_shard_name(d.name)])
     n = n_meshes(mesh_folder)
     assert 2 <= survived < n
     m = folder_manifest(mesh_folder)
@@ -104,7 +104,8 @@ def test_kill_minus_9_then_rerun_completes_every_object_once(tmp_path, mesh_fold
     s = schema.open_store(store)
     assert len(s.object_ids) == n == len(set(s.object_ids))
     assert not [d for d in shards.iterdir() if d.name.startswith(".tmp")]
-    assert len([d for d in shards.iterdir()]) == n  # one object a shard, nothing duplicated or left over
+    assert sorted(d.name for d in shards.iterdir() if not schema.is_shard_name(d.name)) == ["zarr.json"]
+    assert len([d for d in shards.iterdir() if d.is_dir()]) == n  # one object a shard, nothing left over
 
 
 def aps(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import pytest
 
@@ -21,6 +20,7 @@ from pipeline.manifest import folder_manifest
 from pipeline.runner import run_preprocess
 from pipeline.stages.validate import validate_store
 from tests.conftest import part_name
+from tests.store_edits import rename_object
 
 APS = Path(sys.executable).with_name("aps")
 TEST_ID = "arm_link-iiwa_link_6"
@@ -63,29 +63,6 @@ def _train_shard(store: Path) -> tuple[str, list[str]]:
     s = schema.open_store(store)
     shard = s.location(s.split("train")[0])[0]
     return shard, s.shards()[shard]
-
-
-def _crc(data: bytes) -> list[int]:
-    return [len(data), google_crc32c.value(data)]
-
-
-def rename_object(store: Path, old: str, new: str, reseal: bool) -> None:
-    """Rename an object in index.json and in its shard's zarr.json by hand. reseal: recompute every checksum of
-    the chain as pipeline/schema.py documents it, as a deliberate editor would (then only the id grammar can
-    refuse the store); otherwise leave them, as a careless one would."""
-    index = json.loads((store / "index.json").read_text())
-    shard, row = index["objects"].pop(old)
-    index["objects"][new] = [shard, row]
-    meta = store / "shards" / shard / "zarr.json"
-    doc = json.loads(meta.read_text())
-    doc["attributes"]["objects"][row]["object_id"] = new
-    meta.write_text(json.dumps(doc, indent=2))
-    if reseal:
-        index.pop("crc32c", None)
-        index.setdefault("metadata", {})[f"shards/{shard}/zarr.json"] = _crc(meta.read_bytes())
-        index["metadata"]["zarr.json"] = _crc((store / "zarr.json").read_bytes())
-        index["crc32c"] = google_crc32c.value(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
-    (store / "index.json").write_text(json.dumps(index, indent=0))
 
 
 # ---- S2: ids read from a store name objects, never paths ---------------------------------------------------
