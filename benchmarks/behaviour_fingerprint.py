@@ -56,7 +56,7 @@ def fingerprint(out: Path) -> dict:
 
     def walk(prefix: str, value) -> None:
         if isinstance(value, torch.Tensor):
-            tensors[prefix] = _sha(value.detach().contiguous().view(torch.uint8).numpy().tobytes())
+            tensors[prefix] = _sha(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         elif isinstance(value, dict):
             for k in sorted(value, key=str):
                 walk(f"{prefix}/{k}", value[k])
@@ -80,10 +80,12 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     _aps("preprocess", "--manifest", args.manifest, "--out", str(out / "store"), "--scheduler", "serial")
-    _aps("train", "--data", str(out / "store"), "--out", str(out / "run"), "--preset", "cpu-test", "--epochs", "2",
-         "--seed", "0", "--device", "cpu")
-    _aps("eval", "--checkpoint", str(out / "run" / "last.ckpt"), "--data", str(out / "store"), "--out",
-         str(out / "report"), "--scheduler", "serial", "--resolution", "64", "--coarse", "16", "--no-pictures")
+    if not (out / "run" / "last.ckpt").exists():  # a rerun only fingerprints again
+        _aps("train", "--data", str(out / "store"), "--out", str(out / "run"), "--preset", "cpu-test", "--epochs",
+             "2", "--seed", "0", "--device", "cpu")
+    if not (out / "report" / "eval.json").exists():
+        _aps("eval", "--checkpoint", str(out / "run" / "last.ckpt"), "--data", str(out / "store"), "--out",
+             str(out / "report"), "--scheduler", "serial", "--resolution", "64", "--coarse", "16", "--no-pictures")
     doc = fingerprint(out)
     text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False)
     (out / "fingerprint.json").write_text(text + "\n")
