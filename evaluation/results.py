@@ -30,7 +30,7 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.locking import single_writer
-from pipeline.schema import object_file
+from pipeline.schema.layout import object_file
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def reconstruct(
     from inference.extract_mesh import check_grid
     from inference.mesh_io import check_formats, write_mesh
     from inference.predictor import load_predictor
-    from pipeline.schema import open_store
+    from pipeline.schema.read import open_store
     from reconstruct.framing import Framing, framing_from_store
     from reconstruct.photos import read_photo
     from reconstruct.preview import preview as draw_preview

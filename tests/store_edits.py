@@ -9,13 +9,13 @@ import google_crc32c
 
 
 def crc_record(data: bytes) -> list[int]:
-    """[bytes, crc32c]: the form of every checksum record of a store (pipeline/schema.py)."""
+    """[bytes, crc32c]: the form of every checksum record of a store (pipeline/schema/__init__.py)."""
     return [len(data), google_crc32c.value(data)]
 
 
 def rename_object(store: Path, old: str, new: str, reseal: bool) -> None:
     """Rename an object in index.json and in its shard's zarr.json by hand. reseal: recompute every checksum of
-    the chain as pipeline/schema.py documents it, as a deliberate editor would (then only the id grammar can
+    the chain as pipeline/schema/__init__.py documents it, as a deliberate editor would (then only the id grammar can
     refuse the store); otherwise leave them, as a careless one would."""
     index = json.loads((store / "index.json").read_text())
     shard, row = index["objects"].pop(old)

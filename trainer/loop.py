@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from common.atomic import DiskFullError, atomic_write, atomic_write_text, remove_stale_temporaries
 from common.errors import first_line
 from common.locking import single_writer
-from pipeline.schema import open_store
+from pipeline.schema.read import open_store
 from trainer.checkpoint import (
     BEST,
     LAST,

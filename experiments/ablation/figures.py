@@ -71,7 +71,7 @@ def sweep_picture(plan: Plan, data: Path, layout: Layout, path: Path) -> list[st
 
     from evaluation.render import PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
     from pipeline.cameras import render_mesh
-    from pipeline.schema import open_store
+    from pipeline.schema.read import open_store
 
     seed = plan.seeds[0]
     columns = [(f"s={s:g}", fixed(s)) for s in plan.sweep]

@@ -61,7 +61,7 @@ def ensure_store(data: Path, manifest: Path | None, threads: int, log_dir: Path)
     `aps preprocess` exits 1 when some objects fail (robosuite ships 2 empty STL files); the store is still
     complete with the other objects, which `open_store` checks, so that exit status is only logged.
     """
-    from pipeline.schema import open_store
+    from pipeline.schema.read import open_store
 
     if (data / "index.json").is_file():
         return

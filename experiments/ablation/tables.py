@@ -160,7 +160,8 @@ def all_inside_val_iou(data: Path, split: str = "val", on: str = "stored") -> fl
     """
     import numpy as np
 
-    from pipeline.schema import N_UNIFORM, open_store
+    from pipeline.schema.layout import N_UNIFORM
+    from pipeline.schema.read import open_store
 
     store = open_store(data)
     n_uniform = int(store.params.get("n_uniform", N_UNIFORM))

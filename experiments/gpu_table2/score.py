@@ -28,7 +28,7 @@ from evaluation.config import EvalConfig
 from evaluation.report import write_metrics_csv
 from evaluation.runner import iou_box, predict_object
 from inference.predictor import load_predictor
-from pipeline.schema import open_store
+from pipeline.schema.read import open_store
 from trainer.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)

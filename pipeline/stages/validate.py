@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import schema
+from pipeline.schema.layout import DamagedObjectError, StoreError
+from pipeline.schema.read import open_store, verify_shard
 
 
 def validate_store(path: str | Path, object_ids: list[str] | None = None) -> list[str]:
@@ -14,8 +15,8 @@ def validate_store(path: str | Path, object_ids: list[str] | None = None) -> lis
     were written, and its arrays read back with consistent shapes and values). One line per damaged object,
     naming it and the file; `aps preprocess` run again redoes exactly those."""
     try:
-        store = schema.open_store(path)
-    except schema.StoreError as exc:
+        store = open_store(path)
+    except StoreError as exc:
         return [str(exc)]
     wanted = store.object_ids if object_ids is None else object_ids
     problems = []
@@ -25,8 +26,8 @@ def validate_store(path: str | Path, object_ids: list[str] | None = None) -> lis
         if wanted_set.isdisjoint(oids):  # only the shards of the objects asked about are read
             continue
         try:
-            bad = schema.verify_shard(path, shard)
-        except schema.DamagedObjectError as exc:
+            bad = verify_shard(path, shard)
+        except DamagedObjectError as exc:
             bad = {store.location(o)[1]: str(exc) for o in oids}
         for oid in oids:
             row = store.location(oid)[1]
