@@ -8,13 +8,13 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.config import PreprocessConfig
-from pipeline.sources import ObjectSpec, SourceError, check_source, is_id_char, list_objects
-
-if TYPE_CHECKING:
-    from pipeline.sources.splits import FileSplit
+from pipeline.schema.layout import is_id_char
+from pipeline.sources import check_source, list_objects
+from pipeline.sources.spec import ObjectSpec, SourceError
+from pipeline.sources.splits import FileSplit, SplitFileError, check_table
 
 SPLITS = ("train", "val", "test")
 TOP_KEYS = ("name", "description", "sources", "split", "params")
@@ -55,8 +55,6 @@ def check_split(split: Any) -> None:
         raise ValueError(f"must be a table, got {split!r}")
     method = split.get("method", "hash")
     if method == "files":
-        from pipeline.sources.splits import check_table
-
         check_table(split)
         return
     if method not in SPLIT_KEYS:
@@ -178,8 +176,6 @@ class Manifest:
         """The split files of method = "files" (pipeline.sources.splits), read once per listing; None otherwise."""
         if self.split.get("method") != "files":
             return None
-        from pipeline.sources.splits import FileSplit, SplitFileError
-
         try:
             return FileSplit.from_table(self.split, self.base_dir)
         except (SplitFileError, OSError) as exc:

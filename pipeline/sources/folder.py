@@ -6,7 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, needed, suffix_colliding_ids
+from pipeline.sources.keys import TEXT, TEXTS, needed
+from pipeline.sources.spec import ObjectSpec, SourceError, encode_extras, suffix_colliding_ids
+from pipeline.sources.step import CAD_SUFFIXES, DEFAULT_ANGULAR_DEG, DEFAULT_TOLERANCE
 from pipeline.sources.walk import FolderWalk, resolve_root, walk_categories
 from pipeline.stages.load import MESH_SUFFIXES
 
@@ -22,9 +24,6 @@ def list_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     other suffixes (.mtl, textures) are ignored; files directly in root have no category and are refused, so a
     mistake in the folder structure is not silently mislabelled.
     """
-    from pipeline.sources import encode_extras
-    from pipeline.sources.step import CAD_SUFFIXES, DEFAULT_ANGULAR_DEG, DEFAULT_TOLERANCE
-
     root = resolve_root(source["root"], manifest_dir)
     if not root.is_dir():
         raise SourceError(f"{root}: mesh folder not found")

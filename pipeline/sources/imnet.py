@@ -27,19 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import (
-    FLAG,
-    TEXT,
-    TEXT_OR_TEXTS,
-    TEXTS,
-    ObjectSpec,
-    SourceError,
-    encode_extras,
-    make_object_id,
-    needed,
-)
+from pipeline.cameras import MeshRenderer
+from pipeline.sources.keys import FLAG, TEXT, TEXT_OR_TEXTS, TEXTS, needed
+from pipeline.sources.r2n2 import ViewsError, r2n2_cameras, read_metadata, to_normalised_frame
+from pipeline.sources.shapenet import R2N2_CATEGORIES, V2_TO_V1_AXES, synset_of
+from pipeline.sources.spec import ObjectSpec, SourceError, encode_extras, make_object_id
+from pipeline.sources.splits import read_split_file
+from pipeline.sources.walk import resolve_root
 
 log = logging.getLogger(__name__)
+# h5py and scikit-image are imported where an IM-NET file is read: heavy, and most runs read none
 
 SOURCE_KEYS = {"imnet_hdf5": {"files": needed(TEXT_OR_TEXTS, "IM-NET's .hdf5 files, paths or globs"),
                               "categories": TEXTS, "images": FLAG, "renderings": TEXT}}
@@ -70,8 +67,6 @@ def read_names(path: Path, n_rows: int) -> list[str]:
     txt = path.with_suffix(".txt")
     if not txt.is_file():
         raise SourceError(f"{txt}: missing (IM-NET ships the model names of {path.name} in it, one a row)")
-    from pipeline.sources.splits import read_split_file
-
     names = read_split_file(txt)
     if len(names) != n_rows:
         raise SourceError(f"{txt}: {len(names)} names for the {n_rows} rows of {path.name}")
@@ -86,9 +81,6 @@ def list_imnet(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     store IM-NET's own 24 views; their cameras come from `renderings`, the 3D-R2N2 root, of which only
     `rendering_metadata.txt` is read), renderings."""
     import h5py
-
-    from pipeline.sources.shapenet import R2N2_CATEGORIES, synset_of
-    from pipeline.sources.walk import resolve_root
 
     patterns = source["files"] if isinstance(source["files"], list) else [source["files"]]
     paths: list[Path] = []
@@ -223,10 +215,6 @@ def load_imnet_views(views: dict[str, Any], source: str, vertices: np.ndarray, f
     vertices (V, 3): the normalised voxel surface, IM-NET frame = vertices * scale + center. Returns images uint8
     (V, S, S, 4), K float32 (V, 3, 3), Rt float32 (V, 3, 4).
     """
-    from pipeline.cameras import MeshRenderer
-    from pipeline.sources.r2n2 import ViewsError, r2n2_cameras, read_metadata, to_normalised_frame
-    from pipeline.sources.shapenet import V2_TO_V1_AXES
-
     pixels = read_row(source, ("pixels",))["pixels"]
     if pixels.shape != (n_views, image_size, image_size):
         raise ViewsError(f"{source}: pixels of shape {pixels.shape}, the manifest expects views.n_views = {n_views} "

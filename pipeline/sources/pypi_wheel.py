@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write
-from pipeline.sources import TEXT, TEXTS, Key, ObjectSpec, SourceError, make_object_id, needed, suffix_colliding_ids
+from pipeline.sources.keys import TEXT, TEXTS, Key, needed
+from pipeline.sources.spec import ObjectSpec, SourceError, make_object_id, suffix_colliding_ids
 from pipeline.stages.load import MESH_SUFFIXES
 
 # PEP 508's project name. A manifest is shared, and its package and version go to pip: a path, a URL or an option
@@ -29,7 +30,7 @@ def is_project_name(value: object) -> bool:
 def is_release_version(value: object) -> bool:
     """A PEP 440 public version as written on PyPI (`1.5.2`, `2.0rc1`, `1!3.0.post1`): no local `+` part, no
     spaces, nothing pip could take for a path, a URL or an option."""
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import InvalidVersion, Version  # dask's dependency, not declared by us
 
     if not isinstance(value, str) or not value or len(value) > 100 or value.strip() != value:
         return False

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.cameras import R2N2_DISTANCE_SCALE, camera_centre, intrinsics, look_at_origin
+from pipeline.sources.shapenet import v2_to_v1
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def load_rendering(folder: Path, n_views: int, image_size: int) -> tuple[np.ndar
     if not folder.is_dir():
         raise ViewsError(f"{folder}: no rendering folder (this model has no 3D-R2N2 renderings)")
     metadata = read_metadata(folder, n_views)
-    from PIL import Image
+    from PIL import Image  # here: only a dataset's own renderings are read as images
 
     images = np.zeros((n_views, image_size, image_size, 4), np.uint8)
     for i in range(n_views):
@@ -145,8 +146,6 @@ def load_r2n2_views(views: dict[str, Any], vertices: np.ndarray, faces: np.ndarr
         raise ViewsError(f"{Path(views['dir']) / METADATA_FILE}: {exc}") from None
     axes = None
     if views.get("v1_source"):
-        from pipeline.sources.shapenet import v2_to_v1
-
         s, axes, c = v2_to_v1(vertices * scale + center, faces, views["v1_source"])
         # v1 = s Q (vertices * scale + center) + c = (s scale) Q vertices + (s Q center + c)
         scale, center = s * scale, s * axes @ np.asarray(center, np.float64) + c

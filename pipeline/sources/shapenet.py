@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import TEXT, TEXTS, ObjectSpec, SourceError, encode_extras, make_object_id, needed
+from pipeline.sources.keys import TEXT, TEXTS, needed
+from pipeline.sources.spec import ObjectSpec, SourceError, encode_extras, make_object_id
+from pipeline.sources.walk import resolve_root
+from pipeline.stages.distances import udf
+from pipeline.stages.load import load_mesh
+from pipeline.stages.sample_points import sample_surface
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,6 @@ def synset_of(category: str) -> str:
 
 
 def _root(source: dict[str, Any], key: str, manifest_dir: Path) -> Path:
-    from pipeline.sources.walk import resolve_root
-
     path = resolve_root(str(source[key]), manifest_dir)
     if not path.is_dir():
         raise SourceError(f"{path}: {key} folder not found (set {key!r} in the manifest to your copy)")
@@ -130,10 +133,6 @@ def v2_to_v1(v2_vertices: np.ndarray, v2_faces: np.ndarray, v1_path: str | Path
     else the object fails (a remodelled v2 shape cannot use R2N2's cameras).
     v2_vertices (V, 3) float, v2 file units. Returns s (float), Q (3, 3) and c (3,) in v1 units.
     """
-    from pipeline.stages.distances import udf
-    from pipeline.stages.load import load_mesh
-    from pipeline.stages.sample_points import sample_surface
-
     v1_vertices, v1_faces = load_mesh(v1_path)
     box1 = v1_vertices[np.unique(v1_faces)]
     lo1, hi1 = box1.min(0), box1.max(0)

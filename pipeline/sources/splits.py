@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.sources import ObjectSpec, decode_extras
+from pipeline.sources.spec import ObjectSpec, decode_extras
 
 log = logging.getLogger(__name__)
 

@@ -25,20 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import (
-    TEXT,
-    TEXTS,
-    ObjectSpec,
-    SourceError,
-    encode_extras,
-    needed,
-    number_in,
-    suffix_colliding_ids,
-)
-from pipeline.sources.walk import walk_categories
+from pipeline.sources.keys import TEXT, TEXTS, needed, number_in
+from pipeline.sources.spec import ObjectSpec, SourceError, encode_extras, suffix_colliding_ids
+from pipeline.sources.walk import resolve_root, walk_categories
 from pipeline.stages.load import MeshError, check_mesh
 
 log = logging.getLogger(__name__)
+# cascadio and trimesh are imported where a CAD file is read: heavy, and most runs read none
 
 CAD_SUFFIXES = {".step": "step", ".stp": "step", ".iges": "iges", ".igs": "iges"}
 DEFAULT_TOLERANCE = 1e-3
@@ -56,8 +49,6 @@ SOURCE_KEYS = {"step_folder": {"root": needed(TEXT, "the folder holding one subf
 def list_step_folder(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]:
     """[[sources]] type = "step_folder": root/<category>/**/<part>.step|.stp|.iges|.igs, optional categories,
     tolerance (fraction of the longest side, default 0.001) and angular_deg (default 12)."""
-    from pipeline.sources.walk import resolve_root
-
     root = resolve_root(str(source["root"]), manifest_dir)
     if not root.is_dir():
         raise SourceError(f"{root}: CAD folder not found")

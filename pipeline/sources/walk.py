@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Collection
 from pathlib import Path
 
-from pipeline.sources import ObjectSpec, make_object_id
+from pipeline.sources.spec import ObjectSpec, make_object_id
 
 log = logging.getLogger(__name__)
 
