@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+from common.timing import LapTimer
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def sample_mesh(vertices: np.ndarray, faces: np.ndarray, n: int = N_SURFACE_SAMP
     vertices (V, 3), faces (F, 3) -> points (n, 3) float32 and their unit face normals (n, 3) float32,
     same frame as the vertices. Degenerate faces (zero area) are never drawn.
     """
-    import trimesh
+    import trimesh  # here, not at the top: ~1 s to import, and config and report import this module for constants
 
     mesh = trimesh.Trimesh(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), process=False)
     points, face_index = trimesh.sample.sample_surface(mesh, n, seed=seed)
@@ -241,7 +242,7 @@ def surface_scores(vertices: np.ndarray, faces: np.ndarray, ref_points: np.ndarr
     receives the seconds of each step: sampling, nearest (the two KD-trees behind Chamfer-L1, normal
     consistency and F-score), ecd.
     """
-    clock = _Clock(timings)
+    clock = LapTimer(timings)
     if len(faces) == 0:
         n_edge_ref = int(np.count_nonzero(edge_points(ref_points, ref_normals)))
         clock.lap("ecd")
@@ -260,17 +261,3 @@ def surface_scores(vertices: np.ndarray, faces: np.ndarray, ref_points: np.ndarr
     return {"chamfer_l1": chamfer, "ecd": ecd, "normal_consistency": consistency, "fscore": f, "fscore_2pct": f_2,
             "chamfer_l2": nn.chamfer_l2(), "precision": precision, "recall": recall,
             "n_edge_pred": n_edge_pred, "n_edge_ref": n_edge_ref}
-
-
-class _Clock:
-    """Adds the seconds since the previous lap to timings[step] (nothing when timings is None)."""
-
-    def __init__(self, timings: dict[str, float] | None):
-        self.timings = timings
-        self.t = time.perf_counter()
-
-    def lap(self, step: str) -> None:
-        now = time.perf_counter()
-        if self.timings is not None:
-            self.timings[step] = self.timings.get(step, 0.0) + now - self.t
-        self.t = now

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import first_line
+from common.timing import LapTimer
 from pipeline import schema
 from pipeline.config import PreprocessConfig
 from pipeline.schema import ObjectMeta
@@ -41,14 +42,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
     """
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    clock, cpu_clock = time.perf_counter(), time.process_time()
-
-    def lap(name: str) -> None:
-        nonlocal clock, cpu_clock
-        now, cpu_now = time.perf_counter(), time.process_time()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        cpu[name] = cpu.get(name, 0.0) + cpu_now - cpu_clock
-        clock, cpu_clock = now, cpu_now
+    lap = LapTimer(timings, cpu).lap
 
     vertices, faces = load_source_mesh(job.source, job.extras, config.max_triangles)
     vertices, scale, center = normalize(vertices, faces)
