@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from evaluation.config import EvalConfig  # noqa: E402
-from evaluation.executors import PREDICT_THREADS, local_cluster, run_objects  # noqa: E402
+from evaluation.executors import PREDICT_THREADS, EvalExecutor, eval_local_cluster, run_objects  # noqa: E402
 from evaluation.fields import CPU_BATCH, CheckpointFields  # noqa: E402
-from evaluation.runner import STEPS, EvalJob, evaluate_one, predict_object  # noqa: E402
+from evaluation.object_eval import STEPS, EvalJob, evaluate_one, predict_object  # noqa: E402
 from pipeline.schema import open_store  # noqa: E402
 
 SHAPENET_13_TEST = 8762
@@ -52,14 +52,14 @@ def throughput(job: EvalJob, object_ids: list[str], workers: int) -> tuple[float
     """(wall seconds, results) of `object_ids` on a fresh LocalCluster of `workers` one-core processes."""
     from dask.distributed import Client
 
-    cluster = local_cluster(workers)  # the cluster `aps eval` starts
+    cluster = eval_local_cluster(workers)  # the cluster `aps eval` starts
     try:
         with Client(cluster) as client:
             warm = client.run(_warm, replace(job, neighbour_workers=1), object_ids[0])
             print(f"  warm-up object per worker: {', '.join(f'{s:.1f} s' for s in warm.values())}")
         t0, cpu0 = time.perf_counter(), time.process_time()
-        results = list(run_objects(job, open_store(job.store_path), object_ids, cluster.scheduler_address,
-                                   network="workers"))
+        results = list(run_objects(job, open_store(job.store_path), object_ids,
+                                   EvalExecutor(cluster.scheduler_address, network="workers")))
         wall = time.perf_counter() - t0
         print(f"  this process (client, scheduler, nannies) used {time.process_time() - cpu0:.1f} CPU-s of the "
               f"{wall:.1f} s")
@@ -76,7 +76,7 @@ def client_thread_speedup(store, fields: CheckpointFields, config: EvalConfig, o
     in a thread pool."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from evaluation.runner import read_view
+    from evaluation.object_eval import read_view
     from inference.extract_mesh import extract_mesh
 
     field = fields(read_view(store, object_id, config.view))
@@ -154,7 +154,7 @@ def levers(store, fields: CheckpointFields, config: EvalConfig, object_id: str) 
 
 
 def _view(store, object_id, config):
-    from evaluation.runner import read_view
+    from evaluation.object_eval import read_view
 
     return read_view(store, object_id, config.view)
 

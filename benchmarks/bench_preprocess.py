@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from common.cluster import default_workers  # noqa: E402
 from pipeline import schema  # noqa: E402
-from pipeline.executors import default_workers  # noqa: E402
 from pipeline.manifest import Manifest, folder_manifest, load_manifest  # noqa: E402
 from pipeline.runner import RunSummary, run_preprocess  # noqa: E402
 

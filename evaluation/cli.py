@@ -1,10 +1,17 @@
-"""`aps eval`: checkpoint + preprocessed store -> meshes, metrics.csv, tables, pictures, report.md."""
+"""`aps eval`: checkpoint + preprocessed store -> meshes, metrics.csv, tables, pictures, report.md.
+
+The stage's modules are imported when a command runs, not here: aps/cli.py imports this module for every
+`aps` call (`--help` included), and they pull in torch, zarr and scipy (seconds)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
+
+from common.cluster import default_workers
+from common.out_folder import check_out_folder
 
 
 def evaluate(
@@ -48,12 +55,11 @@ def evaluate(
     (each object's result as it finishes: a killed eval rerun with the same arguments skips the finished ones).
     With --compare RUN_DIR RUN_DIR ...: writes OUT/compare.md|csv (Table 2 shape) from earlier eval runs.
     """
-    from common.out_folder import check_out_folder
-    from evaluation.report import compare_table, load_runs, markdown, write_table
-
     if compare:
         if not runs:
             raise ValueError("--compare needs eval output folders or metrics.csv files to compare")
+        from evaluation.report import compare_table, load_runs, markdown, write_table
+
         check_out_folder(out, "eval")
         table = compare_table(load_runs(runs))
         out.mkdir(parents=True, exist_ok=True)
@@ -67,15 +73,13 @@ def evaluate(
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint or run folder")
 
-    from dataclasses import replace
-
     from evaluation.config import EvalConfig
+    from evaluation.executors import EvalExecutor
     from evaluation.fields import CPU_BATCH, GPU_BATCH, CheckpointFields
     from evaluation.results import file_sha256
     from evaluation.runner import evaluate_store
     from inference.predictor import resolve_checkpoint
-    from pipeline.executors import default_workers
-    from pipeline.schema import open_store
+    from pipeline.schema.read import open_store
 
     # every option is checked before anything is loaded or written (EvalConfig checks its own fields)
     gpu = device.startswith("cuda")
@@ -95,10 +99,9 @@ def evaluate(
     fields = CheckpointFields(str(ckpt), device, threads or default_workers(), batch_size, sha256)
     fields.predictor()  # a bad checkpoint stops here, in one line, before any worker starts
     # CPU: every Dask worker loads its own network and evaluates whole objects on its one core
-    network = "client" if gpu or scheduler == "serial" else "workers"
-    make_field = fields if network == "client" else replace(fields, threads=1)
-    rows = evaluate_store(store, make_field, out, config, scheduler=scheduler, workers=workers, network=network,
-                          field_id=f"checkpoint sha256 {sha256}")
+    executor = EvalExecutor(scheduler, workers, "client" if gpu or scheduler == "serial" else "workers")
+    make_field = fields if executor.network == "client" else replace(fields, threads=1)
+    rows = evaluate_store(store, make_field, out, config, field_id=f"checkpoint sha256 {sha256}", executor=executor)
     failed = [r for r in rows if str(r.get("status")).startswith("error")]
     typer.echo((out / "table1.md").read_text())
     typer.echo(f"wrote {out / 'metrics.csv'} and {out / 'report.md'} ({len(rows)} objects)")

@@ -1,5 +1,6 @@
-"""Run the eval's objects: a plain loop (`serial`) or Dask (a LocalCluster of one-core worker processes, as
-`aps preprocess` starts, or an existing cluster), with the network on the workers or in this process.
+"""Run the eval's objects (evaluation.object_eval) as an EvalExecutor says: a plain loop (`serial`) or Dask (a
+LocalCluster of one-core worker processes, common.cluster's as `aps preprocess` starts it, or an existing cluster),
+with the network on the workers or in this process.
 
 network='workers' (the CPU path): one task per object, end to end, on a worker. The job (config, make_field)
 reaches each worker once; the worker opens the store and loads the network itself on its first task and keeps
@@ -21,13 +22,15 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
+from common.cluster import SERIAL, Executor, local_cluster, quiet_dask_logs
+from evaluation.object_eval import EvalJob, Prediction, error_result, evaluate_one, predict_one, score_one
 from evaluation.results import ObjectResult
-from evaluation.runner import EvalJob, Prediction, error_result, evaluate_one, predict_one, score_one
-from pipeline.executors import QUIET_CLUSTER, ClusterStart, quiet_dask_logs
-from pipeline.executors import local_cluster as _local_cluster
-from pipeline.schema import Store, open_store
+from pipeline.schema.read import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +41,39 @@ PREDICT_THREADS = 4  # network='client': objects predicted at once (2 threads: 1
 # every few-MB tensor of a decoder call is then a fresh mmap, its pages faulted in and zeroed, and the network
 # runs at less than half its speed (45k against 112k points/s on this machine). With blocks below 16 MiB from
 # the heap, those buffers are reused; the big grids and KD-trees (tens of MB) are still mmapped and handed back
-# whole when freed.
-WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20)}
-__all__ = ["QUIET_CLUSTER", "WORKER_MALLOC", "local_cluster", "run_objects"]
+# whole when freed. (It goes over common.cluster.WORKER_MALLOC, whose threshold is 64 MiB.)
+EVAL_WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20)}
 
 
-def run_objects(job: EvalJob, store: Store, object_ids: list[str], scheduler: str = "serial",
-                workers: int | None = None, network: str = "workers") -> Iterator[ObjectResult]:
-    """scheduler 'serial' | 'local' | the ADDRESS of a Dask scheduler; network 'workers' | 'client'."""
-    if network not in NETWORKS:
-        raise ValueError(f"network must be one of {list(NETWORKS)}, got {network!r}")
+@dataclass(frozen=True)
+class EvalExecutor(Executor):
+    """Where `aps eval` runs its objects: common.cluster.Executor's scheduler and workers, and where the network
+    runs. The CLI builds it from --scheduler, --workers and --device."""
+
+    scheduler: str = SERIAL
+    """'serial' (a plain loop here), 'local' (a LocalCluster of `workers` one-core processes) or the ADDRESS of a
+    running Dask scheduler (its workers must see the store and the output folder)"""
+    network: str = "workers"
+    """'workers' (each Dask worker calls make_field itself: make_field must pickle, e.g.
+    evaluation.fields.CheckpointFields) or 'client' (this process runs make_field and every query, the workers
+    score: for one GPU)"""
+
+    def __post_init__(self):
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {list(NETWORKS)}, got {self.network!r}")
+
+
+def run_objects(job: EvalJob, store: Store, object_ids: list[str], executor: EvalExecutor
+                ) -> Iterator[ObjectResult]:
+    """Each object's result, as objects finish, where `executor` says."""
     if not object_ids:
         return iter(())
-    if scheduler == "serial":
-        return run_serial(job, store, object_ids)
-    return run_dask(job, store, object_ids, None if scheduler == "local" else scheduler, workers, network)
+    if executor.serial:
+        return evaluate_serial(job, store, object_ids)
+    return evaluate_dask(job, store, object_ids, executor)
 
 
-def run_serial(job: EvalJob, store: Store, object_ids: list[str]) -> Iterator[ObjectResult]:
+def evaluate_serial(job: EvalJob, store: Store, object_ids: list[str]) -> Iterator[ObjectResult]:
     for object_id in object_ids:
         yield evaluate_one(store, job, object_id)
 
@@ -83,9 +101,6 @@ def _collect(store: Store, future, object_id: str) -> ObjectResult:
 
 def _predictions(store: Store, job: EvalJob, object_ids: list[str]) -> Iterator[Prediction | ObjectResult]:
     """predict_one of each object in order, PREDICT_THREADS at a time in this process (no more are held)."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(PREDICT_THREADS, thread_name_prefix="predict") as pool:
         running: deque = deque()
         for oid in object_ids:
@@ -96,39 +111,45 @@ def _predictions(store: Store, job: EvalJob, object_ids: list[str]) -> Iterator[
             yield running.popleft().result()
 
 
-def local_cluster(workers: int):
-    """pipeline.executors.local_cluster with this stage's mmap threshold (WORKER_MALLOC)."""
-    return _local_cluster(workers, malloc=WORKER_MALLOC)
+def eval_local_cluster(workers: int):
+    """common.cluster.local_cluster with this stage's mmap threshold (EVAL_WORKER_MALLOC)."""
+    return local_cluster(workers, malloc=EVAL_WORKER_MALLOC)
 
 
-def run_dask(job: EvalJob, store: Store, object_ids: list[str], scheduler: str | None = None,
-             workers: int | None = None, network: str = "workers") -> Iterator[ObjectResult]:
-    """`scheduler` is the address of an existing cluster (its workers must see the store and the output
-    folder); without it a LocalCluster of `workers` single-threaded processes is started and closed here."""
+def evaluate_dask(job: EvalJob, store: Store, object_ids: list[str], executor: EvalExecutor
+                  ) -> Iterator[ObjectResult]:
+    """On the cluster executor.scheduler names (its workers must see the store and the output folder), or on a
+    LocalCluster of executor.workers single-threaded processes started and closed here."""
     with quiet_dask_logs():
-        start = ClusterStart(scheduler, workers, malloc=WORKER_MALLOC)
+        start = executor.start(malloc=EVAL_WORKER_MALLOC)
         try:
-            yield from _run_on_cluster(job, store, object_ids, start.get(), network)
+            client = start.get()
+            # a worker runs one task at a time: the metrics' KD-trees get one thread too
+            shipped = client.scatter(replace(job, neighbour_workers=1), broadcast=True, hash=False)
+            on_cluster = _whole_objects if executor.network == "workers" else _predicted_here
+            yield from on_cluster(client, shipped, job, store, object_ids)
         finally:
             start.close()
 
 
-def _run_on_cluster(job: EvalJob, store: Store, object_ids: list[str], client, network: str
-                    ) -> Iterator[ObjectResult]:
-    import dataclasses
-
+def _whole_objects(client, shipped, job: EvalJob, store: Store, object_ids: list[str]) -> Iterator[ObjectResult]:
+    """network='workers': one task per object, predicted and scored on a worker."""
     from dask.distributed import as_completed
 
     run = uuid.uuid4().hex[:8]
-    # a worker runs one task at a time: the metrics' KD-trees get one thread too
-    shipped = client.scatter(dataclasses.replace(job, neighbour_workers=1), broadcast=True, hash=False)
-    if network == "workers":
-        futures = {client.submit(_evaluate_task, shipped, oid, pure=False, key=f"eval-{oid}-{run}-{k}"): oid
-                   for k, oid in enumerate(object_ids)}
-        for future in as_completed(futures):
-            yield _collect(store, future, futures[future])
-            futures.pop(future)
-        return
+    futures = {client.submit(_evaluate_task, shipped, oid, pure=False, key=f"eval-{oid}-{run}-{k}"): oid
+               for k, oid in enumerate(object_ids)}
+    for future in as_completed(futures):
+        yield _collect(store, future, futures[future])
+        futures.pop(future)
+
+
+def _predicted_here(client, shipped, job: EvalJob, store: Store, object_ids: list[str]
+                    ) -> Iterator[ObjectResult]:
+    """network='client': this process predicts (_predictions), a worker scores each prediction."""
+    from dask.distributed import as_completed
+
+    run = uuid.uuid4().hex[:8]
     n_workers = max(1, len(client.scheduler_info()["workers"]))
     waiting = as_completed()
     names: dict = {}

@@ -1,13 +1,7 @@
-"""The eval loop: for every object of a split, reconstruct from one view, mesh, score, draw, write.
-
-Each object is two halves. predict_object is the field's work: encode the input view, extract the mesh
-coarse-to-fine, query the field at the IoU points. score_object is everything after it: surface metrics,
-silhouettes, mesh files, picture, and the object's record (evaluation.results). evaluation.executors runs them
-as a plain loop, on Dask workers that each do whole objects with their own copy of the network, or with this
-process owning the network (a GPU) and predicting while the workers score; the values are the same either way.
-
-The predictor enters as `make_field(view) -> field`, so the loop runs the same on a trained network
-(evaluation.fields.CheckpointFields) and on an analytic or ground-truth field (tests, benchmarks).
+"""The eval run: which objects (objects_to_evaluate), run where an EvalExecutor says (evaluation.executors, each
+object's work in evaluation.object_eval), its progress, and the tables and report of the results
+(metrics.csv, table1, report.md, eval.json). A rerun into the same folder skips the objects already finished
+(evaluation.results); the values are the same on every executor.
 """
 
 from __future__ import annotations
@@ -17,37 +11,30 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from common.atomic import atomic_write_text
-from common.errors import first_line
-from evaluation import metrics
+from common.progress import bar_options
 from evaluation.config import EvalConfig
-from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
+from evaluation.executors import EvalExecutor, run_objects
+from evaluation.object_eval import STEPS, EvalJob, InputView
 from evaluation.report import category_table, write_metrics_csv, write_report, write_table
 from evaluation.results import ObjectResult, ResultFolder, run_identity
-from inference.extract_mesh import THRESHOLD, CountingField, Extraction, Field, extract_mesh
-from inference.mesh_io import write_mesh
-from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
+from inference.extract_mesh import Field
 from pipeline.config import reference_half
-from pipeline.schema import REFERENCE_ARRAYS, Store, object_file
+from pipeline.schema.layout import REFERENCE_ARRAYS
+from pipeline.schema.read import Store
 
 log = logging.getLogger(__name__)
 
-# The steps of one object, in order, as the `timings` of its record name them (benchmarks/bench_eval.py):
-# predict: read (its inputs), encode (make_field: the image encoder, once per object), queries (the field at the
-# extraction's grid points), grid (the coarse-to-fine bookkeeping), marching_cubes, iou_queries (the field at
-# the reference uniform points); score: read, sampling (points on the predicted mesh), nearest (the KD-trees
-# behind Chamfer-L1, normal consistency and F-score), ecd, silhouettes, write (mesh files), pictures, record.
-STEPS = ("read", "encode", "queries", "grid", "marching_cubes", "iou_queries", "sampling", "nearest", "ecd",
-         "silhouettes", "write", "pictures", "record")
 CSV_REFRESH_SECONDS = 30.0  # metrics.csv is rewritten this often while a run goes on (and at its end)
 
 
-def select_objects(store, object_ids: list[str], config: EvalConfig) -> list[str]:
+def objects_to_evaluate(store, object_ids: list[str], config: EvalConfig) -> list[str]:
     """The split's objects that config.objects, config.per_category and config.limit keep, in split order.
     An id not in the split is an error naming it."""
     if config.objects:
@@ -69,77 +56,12 @@ def select_objects(store, object_ids: list[str], config: EvalConfig) -> list[str
     return object_ids if config.limit is None else object_ids[: config.limit]
 
 
-@dataclass
-class InputView:
-    """The single view a prediction starts from: image uint8 (H, W, 3|4), K (3, 3) pixels, Rt (3, 4)."""
-
-    object_id: str
-    category: str
-    image: np.ndarray
-    K: np.ndarray
-    Rt: np.ndarray
-
-
-@dataclass
-class Prediction:
-    """What the field decided for one object: the mesh (normalised frame; vertices (V, 3) float32, faces (F, 3)
-    int64), the extraction's status and queries, and the volumetric IoU of the field at the reference points."""
-
-    object_id: str
-    vertices: np.ndarray
-    faces: np.ndarray
-    status: str
-    n_queries: int
-    iou: float
-    max_occupancy: float
-    timings: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-@dataclass
-class EvalJob:
-    """What every task of one eval run shares; Dask ships it to each worker once, not with every task.
-
-    neighbour_workers: the KD-tree query threads of the metrics (-1 all cores; 1 on a one-core Dask worker).
-    """
-
-    store_path: str
-    out_dir: str
-    config: EvalConfig
-    make_field: Callable[[InputView], Field]
-    digest: str = ""
-    neighbour_workers: int = -1
-
-
-class _Clock:
-    def __init__(self, timings: dict[str, float]):
-        self.timings = timings
-        self.start = self.t = time.perf_counter()
-
-    def lap(self, step: str) -> None:
-        now = time.perf_counter()
-        self.timings[step] = self.timings.get(step, 0.0) + now - self.t
-        self.t = now
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def _silhouette_views(n_views: int, wanted: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n_views - 1, num=min(wanted, n_views)).round().astype(int))
-
-
 def _check_reference(store: Store, object_id: str) -> None:
     missing = [n for n in REFERENCE_ARRAYS if n not in store.array_names(object_id)]
     if missing:
         raise ValueError(f"{store.path}: object {object_id!r} has no {missing[0]}; evaluation needs the "
                          "reference arrays, which preprocess writes for the splits in "
                          "params['reference_splits']")
-
-
-def _worst_row() -> dict[str, object]:
-    return {"iou": 0.0, **metrics.WORST_SURFACE_SCORES, "silhouette_iou": 0.0}
 
 
 def iou_box(store: Store) -> str:
@@ -155,156 +77,6 @@ def iou_box(store: Store) -> str:
         " (OccNet's box)" if float(padding) == 0.1 else "")
 
 
-def read_view(store: Store, object_id: str, index: int) -> InputView:
-    """The stored view `index` of an object as the network's input."""
-    n_views = store.read(object_id, "K").shape[0]
-    if not 0 <= index < n_views:
-        raise ValueError(f"object {object_id!r} has {n_views} views; --view {index} is out of range")
-    return InputView(object_id, store.info(object_id)["category"], store.read(object_id, "images", index),
-                     store.read(object_id, "K", index), store.read(object_id, "Rt", index))
-
-
-def predict_object(store: Store, object_id: str, make_field: Callable[[InputView], Field],
-                   config: EvalConfig) -> Prediction:
-    """The field's half of one object: encode the view, extract the mesh at 0.5, IoU of the field itself."""
-    timings: dict[str, float] = {}
-    clock = _Clock(timings)
-    view = read_view(store, object_id, config.view)
-    ref = store.load(object_id, ["ref_uniform_points", "ref_uniform_inside"])
-    clock.lap("read")
-    field_fn = make_field(view)
-    clock.lap("encode")
-    extraction: Extraction = extract_mesh(field_fn, config.resolution, config.coarse, THRESHOLD,
-                                          config.batch_size)
-    clock.lap("extraction")
-    timings["queries"] = extraction.query_seconds
-    timings["marching_cubes"] = extraction.marching_seconds
-    timings["grid"] = timings.pop("extraction") - extraction.query_seconds - extraction.marching_seconds
-    # IoU from the field itself, defined even where the mesh is empty (docs/METRICS.md)
-    occupancy = CountingField(field_fn, config.batch_size)(ref["ref_uniform_points"])
-    iou = metrics.volumetric_iou(occupancy > THRESHOLD, ref["ref_uniform_inside"])
-    clock.lap("iou_queries")
-    return Prediction(object_id, extraction.vertices, extraction.faces, extraction.status, extraction.n_queries,
-                      iou, float(occupancy.max()) if len(occupancy) else 0.0, timings, clock.elapsed)
-
-
-def score_object(store: Store, prediction: Prediction, out_dir: str | os.PathLike, config: EvalConfig,
-                 neighbour_workers: int = -1) -> ObjectResult:
-    """Everything after the field: surface metrics, silhouette IoU, mesh files and the picture of one object."""
-    out_dir = Path(out_dir)
-    object_id = prediction.object_id
-    timings = dict(prediction.timings)
-    clock = _Clock(timings)
-    info = store.info(object_id)
-    ref = store.load(object_id, ["ref_surface_points", "ref_surface_normals", "scale", "center"])
-    clock.lap("read")
-    # own copies: arrays that arrived from another process (Dask) may wrap a buffer open3d refuses ("=f")
-    prediction = replace(prediction, vertices=np.array(prediction.vertices, np.float32, copy=True),
-                         faces=np.array(prediction.faces, np.int64, copy=True))
-    vertices, faces = prediction.vertices, prediction.faces
-    row: dict[str, object] = {"object_id": object_id, "category": info["category"], "iou": prediction.iou}
-    row.update(metrics.surface_scores(vertices, faces, ref["ref_surface_points"], ref["ref_surface_normals"],
-                                      config.n_samples, config.tau, config.seed, workers=neighbour_workers,
-                                      timings=timings, tau_2=config.tau_2))
-    clock.t = time.perf_counter()
-
-    K_all, Rt_all = store.read(object_id, "K"), store.read(object_id, "Rt")
-    views = _silhouette_views(len(K_all), config.silhouette_views)
-    ref_masks = np.stack([store.read(object_id, "images", int(v))[..., 3] > 0 for v in views])
-    height, width = ref_masks.shape[1:]
-    pred_masks = silhouettes(vertices, faces, K_all[views], Rt_all[views], height, width)
-    row["silhouette_iou"] = metrics.silhouette_iou(pred_masks, ref_masks)
-    clock.lap("silhouettes")
-
-    files = []
-    for fmt in config.formats:
-        path = object_file(out_dir / "meshes", object_id, f".{fmt}")
-        write_mesh(vertices, faces, path)
-        files.append(path.relative_to(out_dir).as_posix())
-        if config.original_units:
-            original = vertices * float(ref["scale"]) + np.asarray(ref["center"], np.float32)
-            path = object_file(out_dir / "meshes_original_units", object_id, f".{fmt}")
-            write_mesh(original.astype(np.float32), faces, path)
-            files.append(path.relative_to(out_dir).as_posix())
-    clock.lap("write")
-
-    picture = None
-    if config.pictures:
-        view = read_view(store, object_id, config.view)
-        path = object_file(out_dir / "pictures", object_id, ".png")
-        save_png(_picture(view, prediction, ref, info, config.picture_scale), path)
-        picture = path.relative_to(out_dir).as_posix()
-        files.append(picture)
-        clock.lap("pictures")
-
-    row.update(n_vertices=len(vertices), n_faces=len(faces), n_queries=prediction.n_queries,
-               seconds=round(prediction.seconds + clock.elapsed, 3),
-               status="ok" if prediction.status == "ok" else f"{prediction.status}: the field never crosses "
-               f"{THRESHOLD} on the {config.resolution}^3 grid (max occupancy at the reference points "
-               f"{prediction.max_occupancy:.3f})")
-    return ObjectResult(object_id, row, picture, files, timings, content_hash=info.get("content_hash", ""))
-
-
-def _picture(view: InputView, prediction: Prediction, ref: dict, info: dict, scale: int) -> np.ndarray:
-    """Strip: input image | prediction | ground truth, both rendered from the input camera."""
-    h, w = view.image.shape[:2]
-    K = scale_intrinsics(view.K, scale)
-    pred = render_mesh(prediction.vertices, prediction.faces, K, view.Rt, h * scale, w * scale, PRED_COLOR)
-    gt_mesh = load_source_mesh(info, float(ref["scale"]), ref["center"])
-    if gt_mesh is not None:
-        gt = render_mesh(*gt_mesh, K, view.Rt, h * scale, w * scale, GT_COLOR)
-        gt_label = "ground truth"
-    else:
-        gt = render_points(ref["ref_surface_points"], K, view.Rt, h * scale, w * scale,
-                           ref["ref_surface_normals"])
-        gt_label = "ground truth (points: source mesh missing)"
-    pred_label = "prediction" if prediction.status == "ok" else "prediction (no surface)"
-    return compose_strip([view.image, pred, gt], [f"input view ({view.object_id})", pred_label, gt_label],
-                         tile=h * scale)
-
-
-# ---- one object as a task: errors become a scored row (docs/METRICS.md, "Failures"), never an exception ----
-def error_result(store: Store, object_id: str, exc: BaseException, seconds: float = 0.0) -> ObjectResult:
-    """The worst-values row of an object whose prediction or scoring raised; the traceback goes to the log."""
-    log.error("object %s failed", object_id, exc_info=(type(exc), exc, exc.__traceback__))
-    row = {"object_id": object_id, "category": store.info(object_id)["category"], **_worst_row(),
-           "seconds": round(seconds, 3), "status": f"error: {first_line(exc)}"}
-    return ObjectResult(object_id, row)
-
-
-def _finish(store: Store, job: EvalJob, prediction: Prediction) -> ObjectResult:
-    result = score_object(store, prediction, job.out_dir, job.config, job.neighbour_workers)
-    result.digest = job.digest
-    t0 = time.perf_counter()
-    ResultFolder(job.out_dir).write(result)
-    result.timings["record"] = time.perf_counter() - t0
-    return result
-
-
-def predict_one(store: Store, job: EvalJob, object_id: str) -> Prediction | ObjectResult:
-    """predict_object, or the error result of the object."""
-    t0 = time.perf_counter()
-    try:
-        return predict_object(store, object_id, job.make_field, job.config)
-    except Exception as exc:  # noqa: BLE001 - one object's failure is scored and reported, not fatal
-        return error_result(store, object_id, exc, time.perf_counter() - t0)
-
-
-def score_one(store: Store, job: EvalJob, prediction: Prediction) -> ObjectResult:
-    """score_object and the object's record on disk, or the error result of the object."""
-    t0 = time.perf_counter()
-    try:
-        return _finish(store, job, prediction)
-    except Exception as exc:  # noqa: BLE001 - as predict_one
-        return error_result(store, prediction.object_id, exc, prediction.seconds + time.perf_counter() - t0)
-
-
-def evaluate_one(store: Store, job: EvalJob, object_id: str) -> ObjectResult:
-    """One object end to end (predict, score, record); a failure is its error result."""
-    prediction = predict_one(store, job, object_id)
-    return prediction if isinstance(prediction, ObjectResult) else score_one(store, job, prediction)
-
-
 # ---- the run ----------------------------------------------------------------------------------------------
 class _Tracker:
     """The progress bar and the per-object log line (which object, how long, the running mean), and the
@@ -312,10 +84,6 @@ class _Tracker:
 
     def __init__(self, object_ids: list[str], done: dict[str, ObjectResult], out_dir: Path, desc: str,
                  progress: bool):
-        from tqdm import tqdm
-
-        from common.progress import bar_options
-
         self.object_ids, self.results, self.out_dir = object_ids, dict(done), out_dir
         self.bar = tqdm(total=len(object_ids), initial=len(done), desc=desc, unit="object",
                         disable=not progress, **bar_options(total=len(object_ids)))
@@ -359,29 +127,25 @@ class _Tracker:
 
 def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_dir: str | os.PathLike,
                    config: EvalConfig, progress: bool = True, scheduler: str = "serial",
-                   workers: int | None = None, network: str = "workers", field_id: str = ""
-                   ) -> list[dict[str, object]]:
+                   workers: int | None = None, network: str = "workers", field_id: str = "",
+                   executor: EvalExecutor | None = None) -> list[dict[str, object]]:
     """Evaluate every object of config.split; writes meshes/, pictures/, objects/, metrics.csv, table1.*,
     report.md and, once every object is done, eval.json. Returns the metrics rows in split order.
 
-    scheduler: 'serial' (a plain loop here), 'local' (a Dask LocalCluster of `workers` one-core processes) or
-    the address of a running Dask scheduler (its workers must see the store and out_dir). network: 'workers'
-    (each Dask worker calls make_field itself: make_field must pickle, e.g. evaluation.fields.CheckpointFields)
-    or 'client' (this process runs make_field and every query, the workers score: for one GPU).
+    executor: where the objects run (evaluation.executors.EvalExecutor: serial, a local cluster or an existing
+    one, and the network on the workers or in this process; `aps eval` builds it from its options). Without it,
+    the EvalExecutor of `scheduler`, `workers` and `network` (the arguments scripts pass; same meanings).
     field_id: what the field is (a checkpoint's sha256); with config and the store it names the results, so a
     rerun into out_dir skips the objects already finished and refuses results of other settings
     (evaluation.results). A failure on one object is scored with the worst values (status says why).
     """
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from evaluation.executors import run_objects
-
+    executor = executor or EvalExecutor(scheduler, workers, network)
     out_dir = Path(out_dir)
     object_ids = store.split(config.split)
     if not object_ids:
         raise ValueError(f"{store.path}: no objects in split {config.split!r} (splits hold "
                          f"{sorted({store.info(o)['split'] for o in store.object_ids})})")
-    object_ids = select_objects(store, object_ids, config)
+    object_ids = objects_to_evaluate(store, object_ids, config)
     _check_reference(store, object_ids[0])
     if "reference_padding" not in store.params:
         log.warning("%s: IoU in %s", store.path, iou_box(store))
@@ -397,7 +161,7 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
         tracker = _Tracker(object_ids, done, out_dir, f"eval {config.split}", progress)
         try:
             with logging_redirect_tqdm():  # the per-object lines go above a live bar, not through it
-                for result in run_objects(job, store, todo, scheduler, workers, network):
+                for result in run_objects(job, store, todo, executor):
                     tracker.add(result)
         finally:
             tracker.bar.close()

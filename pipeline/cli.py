@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from common.cluster import Executor
 from pipeline.manifest import folder_manifest, load_manifest
 
 
@@ -49,8 +50,8 @@ def preprocess(
     typer.echo(f"preprocess: dataset {m.name!r} -> {store}")
     objects = m.objects()
     with tqdm(total=len(objects), desc="objects", unit="obj", **bar_options(total=len(objects))) as bar:
-        summary = run_preprocess(m, store, config, scheduler=scheduler, workers=workers, progress=bar.update,
-                                 replace_dataset=replace_dataset)
+        summary = run_preprocess(m, store, config, progress=bar.update, replace_dataset=replace_dataset,
+                                 executor=Executor(scheduler, workers))
         bar.update(bar.total - bar.n)
     typer.echo(summary.line())
     if summary.step_seconds and summary.done:

@@ -1,6 +1,7 @@
 """Run shards of per-object jobs: a plain loop (`serial`) or Dask (a LocalCluster sized to the machine, or an
-existing cluster). One task computes a shard's objects and writes the shard, so parallel workers never write
-the same file, and what crosses the network is the jobs and their outcomes (a few kB), never the arrays.
+existing cluster: common.cluster, which both stages start). One task computes a shard's objects and writes the
+shard, so parallel workers never write the same file, and what crosses the network is the jobs and their outcomes
+(a few kB), never the arrays.
 
 Why a task per shard and one thread per worker (docs/PREPROCESS.md, "Speed and size"): with a task per object,
 each object's ~2-5 MB of arrays went to the scheduler's bookkeeping and then to the writing worker, and libigl
@@ -10,14 +11,13 @@ and open3d started a thread per core in every worker; two workers on two cores t
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from common.cluster import ClusterStart
 from common.errors import first_line
-from common.threads import keep_freed_memory, malloc_env, pin_library_threads, single_threaded_env
+from common.threads import keep_freed_memory, pin_library_threads
 from pipeline import schema
 from pipeline.config import PreprocessConfig
 from pipeline.process import ObjectFailure, process_object_safe
@@ -71,18 +71,14 @@ ShardPlan = list[tuple[str, list[ObjectMeta]]]
 Progress = Callable[[int], None]
 
 
-def run_serial(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress
-               ) -> Iterator[list[Outcome]]:
+def run_shards_serial(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress
+                      ) -> Iterator[list[Outcome]]:
     for shard_name, jobs in plan:
         results = []
         for job in jobs:
             results.append(process_object_safe(job, config))
             on_object(1)
         yield write_shard_outcomes(store_path, shard_name, *results)
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 PROGRESS_TOPIC = "aps-preprocess-object"
@@ -113,36 +109,11 @@ def shard_priority(jobs: list[ObjectMeta], config: PreprocessConfig) -> int:
     return len(jobs) * sum(3 if job.split in config.reference_splits else 1 for job in jobs)
 
 
-# glibc's malloc in every worker of a LocalCluster, set before the process starts: no trimming and a high mmap
-# threshold (common.threads.keep_freed_memory says why). The worker's env overrides both the nanny's
-# MALLOC_TRIM_THRESHOLD_=65536 and any value in this process's environment.
-WORKER_MALLOC = malloc_env()
-# A LocalCluster's housekeeping, measured idle with 2 workers: 19% of a core (each worker's statistical
-# profiler samples its task thread every 10 ms; system and memory monitors poll psutil 2-10 times a second).
-# With one worker per core that is taken from the objects; with these settings 3%. The memory limit is still
-# enforced, within 2 s.
-QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s",
-                 "distributed.worker.memory.monitor-interval": "2s", "distributed.admin.tick.interval": "200ms"}
 # The preprocess's own cluster: a shard whose worker dies (an object beyond the worker's memory) is not run again
-# on three more workers, each killed in turn (Dask's default allowed-failures = 3); run_dask retries each of its
-# objects alone instead, so every object still gets a second try on a fresh worker, and only one that kills a
-# worker on its own fails.
+# on three more workers, each killed in turn (Dask's default allowed-failures = 3); run_shards_dask retries each
+# of its objects alone instead, so every object still gets a second try on a fresh worker, and only one that kills
+# a worker on its own fails. The rest of the cluster (its size, malloc, housekeeping) is common.cluster's.
 PREPROCESS_CLUSTER = {"distributed.scheduler.allowed-failures": 0}
-
-
-def local_cluster(n_workers: int, malloc: dict[str, str] | None = None, settings: dict | None = None,
-                  memory_limit: str | int = "auto"):
-    """A LocalCluster of `n_workers` single-threaded processes (the one both stages start): one core per worker
-    process, its numerical libraries included (common.threads); glibc's malloc as WORKER_MALLOC with `malloc`'s
-    values over it, set before each process starts; little housekeeping (QUIET_CLUSTER, `settings` over it); each
-    worker restarted past 95% of `memory_limit` (Dask's "auto": the machine's memory / n_workers)."""
-    import dask
-    from dask.distributed import LocalCluster
-
-    env = {**single_threaded_env(), **WORKER_MALLOC, **(malloc or {})}
-    with dask.config.set({**QUIET_CLUSTER, **(settings or {})}):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR, env=env, memory_limit=memory_limit)
 
 
 def warm_worker() -> None:
@@ -156,54 +127,8 @@ def warm_worker() -> None:
     import pipeline.process  # noqa: F401
 
 
-class ClusterStart:
-    """The Dask client of a run, connected in a background thread while this process reads the manifest, hashes
-    the meshes and verifies the store (seconds on a large dataset): `scheduler` is an existing cluster's address,
-    or None for a LocalCluster of `workers` processes (local_cluster, `malloc` over WORKER_MALLOC), whose workers
-    then run `warm` (the stage's imports) before the first task reaches them, with `settings` over QUIET_CLUSTER.
-    Close it in any case: a cluster started here is closed, an existing one is left running."""
-
-    def __init__(self, scheduler: str | None = None, workers: int | None = None,
-                 warm: Callable[[], None] | None = None, malloc: dict[str, str] | None = None,
-                 settings: dict | None = None):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.cluster = None
-        self.client = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="aps-cluster-start")
-        self._started = self._pool.submit(self._start, scheduler, workers, warm, malloc, settings)
-
-    def _start(self, scheduler: str | None, workers: int | None, warm, malloc, settings):
-        from dask.distributed import Client
-
-        if scheduler:
-            self.client = Client(scheduler)
-        else:
-            self.cluster = local_cluster(workers or default_workers(), malloc, settings)
-            self.client = Client(self.cluster)
-            if warm is not None:
-                self.client.run(warm)
-        return self.client
-
-    def get(self):
-        """The connected client (raises what starting it raised)."""
-        return self._started.result()
-
-    def n_workers(self) -> int:
-        """Workers of the cluster (waits for its start)."""
-        return max(1, len(self.get().scheduler_info()["workers"]))
-
-    def close(self) -> None:
-        self._started.exception()  # wait for the start to finish, whatever it did
-        self._pool.shutdown()
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-def run_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress,
-             start: ClusterStart) -> Iterator[list[Outcome]]:
+def run_shards_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, on_object: Progress,
+                   start: ClusterStart) -> Iterator[list[Outcome]]:
     """One task per shard (process_shard), the costliest first, on the client of `start` (which the caller
     closes). Its workers must see `store_path`.
 
@@ -270,18 +195,3 @@ def _task_failure(job: ObjectMeta, exc: BaseException) -> str:
         return (f"{job.source}: the Dask worker computing it died (KilledWorker), most likely needing more memory "
                 "than a worker has; give each worker more (fewer --workers) or set a lower max_triangles")
     return f"{job.source}: its Dask task failed ({type(exc).__name__}: {first_line(exc)})"
-
-
-@contextmanager
-def quiet_dask_logs():
-    """The scheduler and nannies of a LocalCluster live in this process: at INFO they log every connection, and
-    at shutdown an INFO line with a CommClosedError traceback. Our own records say what happened."""
-    import distributed  # noqa: F401 - its first import sets the level from dask's logging config: before ours
-
-    dask_log = logging.getLogger("distributed")
-    level = dask_log.level
-    dask_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        dask_log.setLevel(level)

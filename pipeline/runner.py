@@ -20,15 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from common.cluster import ClusterStart, Executor, quiet_dask_logs
 from pipeline import schema
 from pipeline.config import CODE_VERSION, DRAWS_VERSION, NOT_IN_DRAWS, PreprocessConfig
 from pipeline.executors import (
     PREPROCESS_CLUSTER,
-    ClusterStart,
     Outcome,
-    quiet_dask_logs,
-    run_dask,
-    run_serial,
+    run_shards_dask,
+    run_shards_serial,
     warm_worker,
 )
 from pipeline.manifest import Manifest
@@ -95,9 +94,11 @@ def _append_records(store: Path, lines: list[dict]) -> None:
 
 def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConfig | None = None,
                    scheduler: str = "local", workers: int | None = None,
-                   progress: Callable[[int], object] | None = None, replace_dataset: bool = False) -> RunSummary:
-    """Preprocess every object of `manifest` into `store`. scheduler: 'local' (Dask LocalCluster), 'serial',
-    or the address of a running Dask scheduler.
+                   progress: Callable[[int], object] | None = None, replace_dataset: bool = False,
+                   executor: Executor | None = None) -> RunSummary:
+    """Preprocess every object of `manifest` into `store`. executor: where the objects run (common.cluster.Executor,
+    built by `aps preprocess` from its options); without it, one of `scheduler` ('local' (Dask LocalCluster),
+    'serial', or the address of a running Dask scheduler) and `workers`.
 
     Refuses a folder that is not a store (schema.check_store_folder) and a store another run is writing
     (schema.writer_lock), and a store of another dataset unless replace_dataset; objects whose stored bytes are
@@ -108,7 +109,7 @@ def run_preprocess(manifest: Manifest, store: str | Path, config: PreprocessConf
     schema.check_store_folder(store, manifest.name, replace_dataset)
     store.mkdir(parents=True, exist_ok=True)
     with schema.writer_lock(store, run_id):
-        return _run_locked(manifest, store, config, run_id, scheduler, workers, progress)
+        return _run_locked(manifest, store, config, run_id, executor or Executor(scheduler, workers), progress)
 
 
 def verified_objects(store: Path) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
@@ -156,15 +157,14 @@ def _recorded_shards(store: Path) -> set[str]:
     return names
 
 
-def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str, scheduler: str,
-                workers: int | None, progress: Callable[[int], object] | None) -> RunSummary:
-    if scheduler == "serial":
-        return _run(manifest, store, config, run_id, scheduler, progress, None)
+def _run_locked(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str, executor: Executor,
+                progress: Callable[[int], object] | None) -> RunSummary:
+    if executor.serial:
+        return _run(manifest, store, config, run_id, executor.scheduler, progress, None)
     with quiet_dask_logs():
-        cluster = ClusterStart(None if scheduler == "local" else scheduler, workers, warm_worker,  # while we hash
-                               settings=PREPROCESS_CLUSTER)
+        cluster = executor.start(warm_worker, settings=PREPROCESS_CLUSTER)  # connects while we hash
         try:
-            return _run(manifest, store, config, run_id, scheduler, progress, cluster)
+            return _run(manifest, store, config, run_id, executor.scheduler, progress, cluster)
         finally:
             cluster.close()
 
@@ -223,9 +223,9 @@ def _run(manifest: Manifest, store: Path, config: PreprocessConfig, run_id: str,
     on_object = progress or (lambda n: None)
     if pending:
         if cluster is None:
-            shard_results = run_serial(str(store), plan, config, on_object)
+            shard_results = run_shards_serial(str(store), plan, config, on_object)
         else:
-            shard_results = run_dask(str(store), plan, config, on_object, cluster)
+            shard_results = run_shards_dask(str(store), plan, config, on_object, cluster)
         for outcomes in shard_results:
             for o in outcomes:
                 if o.status == "ok":

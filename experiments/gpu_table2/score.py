@@ -3,7 +3,7 @@ scikit-image, and the carried zarr and trimesh wheels): IoU of the field at the 
 surface metrics (F-score@1% and @2%, Chamfer-L1, ECD, normal consistency) of a mesh extracted there.
 
 Why not `aps eval`: its silhouettes, pictures and Dask workers need open3d and dask, which that machine lacks
-(and cannot install). The numbers come from the same functions `aps eval` calls: evaluation.runner.predict_object
+(and cannot install). The numbers come from the same functions `aps eval` calls: evaluation.object_eval.predict_object
 (the view encoded once, coarse-to-fine marching cubes at 0.5, IoU of the field at ref_uniform_points) and
 evaluation.metrics.surface_scores (100,000 points sampled on the mesh against ref_surface_points), so a row here
 equals `aps eval`'s row for the same checkpoint, view and grid, without the silhouette column.
@@ -25,8 +25,9 @@ from common.atomic import atomic_write_text
 from common.errors import first_line
 from evaluation import metrics
 from evaluation.config import EvalConfig
+from evaluation.object_eval import predict_object
 from evaluation.report import write_metrics_csv
-from evaluation.runner import iou_box, predict_object
+from evaluation.runner import iou_box
 from inference.predictor import load_predictor
 from pipeline.schema.read import open_store
 from trainer.checkpoint import load_checkpoint

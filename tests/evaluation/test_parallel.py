@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 from evaluation.config import EvalConfig
+from evaluation.object_eval import STEPS
 from evaluation.report import read_metrics_csv
 from evaluation.results import ResultFolder, ResultsMismatchError
-from evaluation.runner import STEPS, evaluate_store
+from evaluation.runner import evaluate_store
 from pipeline.schema import open_store
 from pipeline.stages.distances import winding_number
 from pipeline.stages.load import load_mesh
@@ -77,18 +78,21 @@ def serial_run(eval_store, tmp_path_factory):
 
 def test_dask_workers_and_a_client_owned_field_give_the_serial_values(eval_store, serial_run, tmp_path):
     """network=workers: a worker predicts and scores whole objects, building its field once for both of them;
-    network=client (the GPU path, here on the CPU): this process predicts, the worker scores."""
+    network=client (the GPU path, here on the CPU): this process predicts, the worker scores. The first as
+    scripts ask for it (scheduler, workers, network), the second as `aps eval` does (an EvalExecutor)."""
+    from evaluation.executors import EvalExecutor
     from evaluation.fields import CheckpointFields
-    from evaluation.runner import EvalJob
+    from evaluation.object_eval import EvalJob
 
     _, serial = serial_run
     assert [r["status"] for r in serial] == ["ok", "ok"]
     for network in ("workers", "client"):
         marks = tmp_path / f"marks-{network}"
         marks.mkdir()
+        where = (dict(scheduler="local", workers=1, network=network) if network == "workers"
+                 else dict(executor=EvalExecutor("local", 1, network)))
         rows = evaluate_store(open_store(eval_store), TrueField(eval_store, marks), tmp_path / network,
-                              EvalConfig(**SMALL), progress=False, scheduler="local", workers=1, network=network,
-                              field_id="truth")
+                              EvalConfig(**SMALL), progress=False, field_id="truth", **where)
         assert without_times(rows) == without_times(serial), network
         assert without_times(read_metrics_csv(tmp_path / network / "metrics.csv")) == \
             without_times(read_metrics_csv(serial_run[0] / "metrics.csv"))
@@ -250,18 +254,19 @@ def _worker_settings(dask_worker) -> dict:
 
 
 def test_the_local_cluster_of_aps_eval_runs_one_task_thread_with_the_heap_and_housekeeping_it_sets():
-    """evaluation.executors.local_cluster: malloc's mmap threshold set before the worker started (the network's
+    """evaluation.executors.eval_local_cluster: malloc's mmap threshold set before the worker started (the network's
     buffers come from the heap), one thread for the numerical libraries, no statistical profiler."""
     from dask.distributed import Client
 
-    from evaluation.executors import QUIET_CLUSTER, WORKER_MALLOC, local_cluster
+    from common.cluster import QUIET_CLUSTER
+    from evaluation.executors import EVAL_WORKER_MALLOC, eval_local_cluster
 
-    cluster = local_cluster(1)
+    cluster = eval_local_cluster(1)
     try:
         with Client(cluster) as client:
             (settings,) = client.run(_worker_settings).values()
     finally:
         cluster.close()
-    assert settings == {"mmap_threshold": WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"], "omp": "1", "profile": False,
+    assert settings == {"mmap_threshold": EVAL_WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"], "omp": "1", "profile": False,
                         "memory_monitor": QUIET_CLUSTER["distributed.worker.memory.monitor-interval"],
                         "task_threads": 1}

@@ -119,7 +119,7 @@ def test_failures_are_scored_and_reported_not_raised(eval_store, tmp_path):
 def test_object_selection_per_category_by_id_and_limit(demo_store):
     from collections import Counter
 
-    from evaluation.runner import select_objects
+    from evaluation.runner import objects_to_evaluate
     from pipeline.schema import open_store
 
     store = open_store(demo_store)
@@ -127,14 +127,14 @@ def test_object_selection_per_category_by_id_and_limit(demo_store):
     categories = Counter(store.info(o)["category"] for o in train)
     assert len(categories) == 2 and max(categories.values()) >= 2  # both kinds of part, one kind several times
 
-    one_each = select_objects(store, train, EvalConfig(split="train", per_category=1))
+    one_each = objects_to_evaluate(store, train, EvalConfig(split="train", per_category=1))
     assert Counter(store.info(o)["category"] for o in one_each) == {c: 1 for c in categories}
     assert one_each == [o for o in train if o in one_each]  # split order kept
-    assert select_objects(store, train, EvalConfig(split="train", per_category=1, limit=1)) == one_each[:1]
-    assert select_objects(store, train, EvalConfig(split="train", objects=(train[-1], train[0]))) == [train[0],
+    assert objects_to_evaluate(store, train, EvalConfig(split="train", per_category=1, limit=1)) == one_each[:1]
+    assert objects_to_evaluate(store, train, EvalConfig(split="train", objects=(train[-1], train[0]))) == [train[0],
                                                                                                       train[-1]]
     with pytest.raises(ValueError, match="'nope' is not an object of split 'train'"):
-        select_objects(store, train, EvalConfig(split="train", objects=("nope",)))
+        objects_to_evaluate(store, train, EvalConfig(split="train", objects=("nope",)))
 
 
 def test_ground_truth_is_reloaded_with_the_loader_and_extras_preprocess_used(tmp_path):

@@ -203,7 +203,8 @@ def test_a_worker_killed_by_one_mesh_fails_only_that_object_and_the_run_complete
     KilledWorker, the store left in_progress and no record naming the file."""
     from distributed import Client
 
-    from pipeline.executors import PREPROCESS_CLUSTER, local_cluster
+    from common.cluster import local_cluster
+    from pipeline.executors import PREPROCESS_CLUSTER
     from pipeline.stages.validate import validate_store
 
     root = tmp_path / "meshes"

@@ -104,7 +104,7 @@ def test_local_cluster_workers_are_single_threaded_and_do_not_trim_malloc(monkey
     nanny's own value) must not reach the workers either."""
     from dask.distributed import Client
 
-    from pipeline.executors import WORKER_MALLOC, local_cluster
+    from common.cluster import WORKER_MALLOC, local_cluster
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with local_cluster(1) as cluster, Client(cluster) as client:
