@@ -14,7 +14,7 @@ app = typer.Typer(
     name="aps",
     help="Single-view 3D reconstruction of industrial products with adaptive points sampling.\n\n"
     "Stages: preprocess (meshes -> zarr shards), train (shards -> checkpoints), "
-    "eval (checkpoint + shards -> meshes, metrics, pictures).",
+    "eval (checkpoint + shards -> meshes, metrics, pictures); compare (eval runs side by side).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -22,7 +22,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from evaluation.cli import evaluate
+    from evaluation.cli import compare, evaluate
     from pipeline.cli import preprocess
     from reconstruct.cli import reconstruct
     from trainer.cli import train
@@ -30,6 +30,7 @@ def _register() -> None:
     app.command("preprocess", no_args_is_help=True)(preprocess)
     app.command("train", no_args_is_help=True)(train)
     app.command("eval", no_args_is_help=True)(evaluate)
+    app.command("compare", no_args_is_help=True)(compare)
     app.command("reconstruct", no_args_is_help=True)(reconstruct)
 
 

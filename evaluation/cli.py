@@ -1,4 +1,5 @@
-"""`aps eval`: checkpoint + preprocessed store -> meshes, metrics.csv, tables, pictures, report.md.
+"""`aps eval`: checkpoint + preprocessed store -> meshes, metrics.csv, tables, pictures, report.md; and
+`aps compare`: earlier eval runs side by side (`aps eval --compare` is its alias, which scripts use).
 
 The stage's modules are imported when a command runs, not here: aps/cli.py imports this module for every
 `aps` call (`--help` included), and they pull in torch, zarr and scipy (seconds)."""
@@ -46,25 +47,20 @@ def evaluate(
     threads: int = typer.Option(None, help="Torch CPU threads of the process that owns the network with "
                                 "--scheduler serial or a GPU (default: one per core); a CPU Dask worker uses 1."),
     compare: bool = typer.Option(False, "--compare",
-                                 help="Lay several eval runs side by side (rows = runs, columns = metrics)."),
+                                 help="Lay several eval runs side by side (rows = runs, columns = metrics): the "
+                                 "same as `aps compare RUN_DIR_OR_CSV... --out DIR`."),
 ) -> None:
     """Reconstruct every object of a split from one view, mesh it at 0.5, score it and draw it.
 
     Writes OUT/meshes/<object_id>.ply (normalised frame), OUT/metrics.csv (one row per object),
     OUT/table1.md|csv (metric x category), OUT/pictures/*.png, OUT/report.md and OUT/objects/<object_id>.json
     (each object's result as it finishes: a killed eval rerun with the same arguments skips the finished ones).
-    With --compare RUN_DIR RUN_DIR ...: writes OUT/compare.md|csv (Table 2 shape) from earlier eval runs.
+    With --compare RUN_DIR RUN_DIR ...: `aps compare` (writes OUT/compare.md|csv from earlier eval runs).
     """
     if compare:
         if not runs:
             raise ValueError("--compare needs eval output folders or metrics.csv files to compare")
-        from evaluation.report import compare_table, load_runs, markdown, write_table
-
-        check_out_folder(out, "eval")
-        table = compare_table(load_runs(runs))
-        out.mkdir(parents=True, exist_ok=True)
-        write_table(table, out / "compare")
-        typer.echo(markdown(table))
+        _write_comparison(runs, out)
         return
     if runs:
         raise ValueError(f"unexpected arguments {[str(r) for r in runs]} (folders to compare need --compare)")
@@ -117,3 +113,25 @@ def _check_view(store, split: str, view: int) -> None:
         n_views = store.read(object_ids[0], "K").shape[0]
         if view >= n_views:
             raise ValueError(f"--view {view}: the objects of {store.path} have {n_views} views (0 to {n_views - 1})")
+
+
+def compare(
+    runs: list[Path] = typer.Argument(..., metavar="RUN_DIR_OR_CSV...",
+                                      help="Eval output folders or their metrics.csv files."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+) -> None:
+    """Lay several eval runs side by side (Table 2 shape: rows = runs, columns = metrics).
+
+    Writes OUT/compare.md and OUT/compare.csv. `aps eval --compare RUN_DIR_OR_CSV... --out DIR` does the same.
+    """
+    _write_comparison(runs, out)
+
+
+def _write_comparison(runs: list[Path], out: Path) -> None:
+    from evaluation.report import compare_table, load_runs, markdown, write_table
+
+    check_out_folder(out, "eval")  # an eval report's folder takes a comparison too
+    table = compare_table(load_runs(runs))
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(table, out / "compare")
+    typer.echo(markdown(table))

@@ -114,6 +114,13 @@ def test_failures_are_scored_and_reported_not_raised(eval_store, tmp_path):
     lines = (tmp_path / "cmp" / "compare.md").read_text().splitlines()
     assert lines[0].startswith("| variant | IoU") and lines[2].startswith("| empty |")
     assert lines[3].startswith("| broken |")
+    # `aps compare` is that command on its own; `aps eval --compare` stays as its alias (users' scripts)
+    from aps.cli import app as aps_app
+
+    result = CliRunner().invoke(aps_app, ["compare", str(tmp_path / "empty"), str(tmp_path / "broken"),
+                                          "--out", str(tmp_path / "cmp2")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cmp2" / "compare.md").read_text() == (tmp_path / "cmp" / "compare.md").read_text()
 
 
 def test_object_selection_per_category_by_id_and_limit(demo_store):
