@@ -11,6 +11,9 @@ import functools
 import threading
 from dataclasses import dataclass
 
+import torch
+
+from evaluation.results import file_sha256
 from inference.extract_mesh import Field
 from inference.predictor import Predictor, load_predictor, resolve_checkpoint
 
@@ -52,10 +55,6 @@ class CheckpointFields:
 @functools.lru_cache(maxsize=2)
 def _load(checkpoint: str, version: tuple[int, int, int], device: str, threads: int | None, batch_points: int,
           sha256: str) -> Predictor:
-    import torch
-
-    from evaluation.results import file_sha256
-
     if sha256 and file_sha256(checkpoint) != sha256:
         raise RuntimeError(f"{checkpoint} changed since this eval started (its sha256 is no longer {sha256[:12]}...)")
     if threads:

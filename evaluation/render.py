@@ -12,10 +12,12 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from common.atomic import atomic_write
 from common.errors import first_line
 from pipeline.cameras import GREY_BLUE, project
+from pipeline.sources import load_source_mesh as load_original
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ def load_source_mesh(info: Mapping[str, str], scale: float, center: np.ndarray
     preprocess used (pipeline.sources.load_source_mesh), so a STEP part is tessellated at the same tolerance
     and an IM-NET row gives its voxel surface.
     """
-    from pipeline.sources import load_source_mesh as load_original
-
     source = info.get("source", "")
     try:
         vertices, faces = load_original(source, info.get("extras", ""))
@@ -91,8 +91,6 @@ def compose_strip(images: list[np.ndarray], labels: list[str], tile: int = 256, 
     tile x tile, then cropped alike to the square around what any RGBA image shows (plus `margin`), so
     the object fills the tile and the tiles still line up pixel for pixel.
     """
-    from PIL import Image, ImageDraw
-
     tiles = [np.asarray(Image.fromarray(np.asarray(im)).resize((tile, tile), Image.Resampling.NEAREST))
              for im in images]
     shown = [t[..., 3] > 0 for t in tiles if t.shape[-1] == 4 and (t[..., 3] > 0).any()]
@@ -115,6 +113,4 @@ def compose_strip(images: list[np.ndarray], labels: list[str], tile: int = 256, 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write a PNG under a temporary name and rename it."""
-    from PIL import Image
-
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp))
