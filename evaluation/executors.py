@@ -14,7 +14,7 @@ Each prediction (a mesh, a few MB) goes to a worker that scores it and writes it
 predictions per worker wait, so memory stays bounded when scoring is the slower half.
 
 Each yields ObjectResult as objects finish (in any order); the worker that scored an object has already
-written its files and its record.
+written its files and its record. dask is imported where a cluster runs (~1 s), so a serial run never loads it.
 """
 
 from __future__ import annotations
