@@ -13,6 +13,11 @@ import itertools
 
 import numpy as np
 
+from common.threads import library_threads
+from pipeline.stages.normalize import used_vertices
+
+# open3d and scipy are imported where a scene is built or a hull computed: heavy, and most importers (the trainer,
+# the camera maths) use neither
 R2N2_FOCAL_FRACTION = 35.0 / 32.0  # focal length / image width of Blender's default camera
 R2N2_DISTANCE_SCALE = 1.75
 GREY_BLUE = (0.62, 0.66, 0.72)  # the renderer's default colour (ground truth in pictures)
@@ -111,8 +116,6 @@ class MeshRenderer:
         corners of the bounding box: more rays, no hull to compute; the image is the same either way)."""
         self.scene = raycasting_scene(vertices, faces)
         self.color = np.asarray(color, np.float32)
-        from pipeline.stages.normalize import used_vertices
-
         if outline not in ("hull", "box"):
             raise ValueError(f"outline must be 'hull' or 'box', got {outline!r}")
         used = np.asarray(vertices, np.float64)[used_vertices(len(vertices), faces)]
@@ -146,8 +149,6 @@ class MeshRenderer:
     def render_many(self, K: np.ndarray, Rt: np.ndarray, height: int, width: int) -> np.ndarray:
         """Views (V, H, W, 4) uint8 for cameras K (V, 3, 3), Rt (V, 3, 4), cast as one batch of rays."""
         import open3d as o3d
-
-        from common.threads import library_threads
 
         R = np.asarray(Rt[:, :, :3], np.float32)
         t = np.asarray(Rt[:, :, 3], np.float32)
@@ -215,11 +216,5 @@ def _hull_points(points: np.ndarray) -> np.ndarray:
         return points[ConvexHull(points).vertices]
     except (QhullError, ValueError):
         return points
-
-
-def render_rgba(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.ndarray,
-                height: int, width: int) -> np.ndarray:
-    """Render one view of a mesh (normalised frame) with an OpenCV camera: uint8 (H, W, 4), RGBA."""
-    return MeshRenderer(vertices, faces).render(K, Rt, height, width)
 
 

@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from pipeline.stages.distances import DISTANCE_BACKENDS
 from pipeline.stages.load import DEFAULT_MAX_TRIANGLES
 from pipeline.stages.render_views import ViewSampling
 
@@ -123,8 +124,6 @@ class PreprocessConfig:
     def check(self) -> None:
         """Types and ranges of every parameter (integers are not booleans, lists have their lengths, names come
         from their known set); a one-line ValueError naming the parameter. Runs on every construction."""
-        from pipeline.stages.distances import DISTANCE_BACKENDS
-
         for name, lo in (("n_surface", 1), ("n_uniform", 0), ("n_reference", 0), ("shard_size", 1), ("seed", 0),
                          ("max_triangles", 1)):
             value = getattr(self, name)

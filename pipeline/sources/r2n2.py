@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "rendering_metadata.txt"
 R2N2_N_VIEWS = 24
-R2N2_IMAGE_SIZE = 137
 
 
 class ViewsError(ValueError):

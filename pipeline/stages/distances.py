@@ -18,6 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from common.threads import library_threads
+from pipeline.cameras import raycasting_scene
+from pipeline.stages.normalize import used_vertices
+from pipeline.stages.sample_points import morton_order
+
+# libigl, open3d, pysdf and scipy are imported where a backend runs: heavy, and each call needs one or two of them
 
 DISTANCE_BACKENDS = ("libigl", "open3d", "pysdf")
 
@@ -33,8 +38,6 @@ def udf(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, backend: st
         return np.sqrt(sq)
     if backend == "open3d":
         import open3d as o3d
-
-        from pipeline.cameras import raycasting_scene
 
         scene = raycasting_scene(vertices, faces)
         d = scene.compute_distance(o3d.core.Tensor(np.ascontiguousarray(points, np.float32)),
@@ -63,8 +66,6 @@ def winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) 
     """Generalised winding number (N,) of points (N, 3) with respect to the triangle soup, to libigl's default
     accuracy wherever it decides inside (|w| >= 0.5) from outside; elsewhere to the coarse pass's (error < 0.45)."""
     import igl
-
-    from pipeline.stages.sample_points import morton_order
 
     points = np.ascontiguousarray(points, np.float64)
     bvh = igl.FastWindingNumberBVH()
@@ -110,8 +111,6 @@ def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from pipeline.stages.normalize import used_vertices
-
     faces = np.asarray(faces, np.int64)
     mask = used_vertices(len(vertices), faces)
     used = np.flatnonzero(mask)  # np.unique(faces, return_inverse=True) without its sort
@@ -135,8 +134,6 @@ def is_closed_single_shell(vertices: np.ndarray, faces: np.ndarray) -> bool:
 
 def _ray_parity(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
     import open3d as o3d
-
-    from pipeline.cameras import raycasting_scene
 
     scene = raycasting_scene(vertices, faces)
     query = o3d.core.Tensor(np.ascontiguousarray(points, np.float32))
