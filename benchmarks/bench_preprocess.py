@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from common.cluster import default_workers  # noqa: E402
 from pipeline import schema  # noqa: E402
 from pipeline.manifest import Manifest, folder_manifest, load_manifest  # noqa: E402
-from pipeline.runner import RunSummary, run_preprocess  # noqa: E402
+from pipeline.runner import PreprocessSummary, run_preprocess  # noqa: E402
 
 N_SURFACE, N_UNIFORM, N_REFERENCE, N_VIEWS, IMAGE_SIZE = 9872, 128, 100_000, 24, 137
 
@@ -108,7 +108,7 @@ def _look_at(eye: np.ndarray) -> np.ndarray:
     return T
 
 
-def timed_run(manifest: Manifest, store: Path, **kw) -> tuple[RunSummary, float]:
+def timed_run(manifest: Manifest, store: Path, **kw) -> tuple[PreprocessSummary, float]:
     start = time.perf_counter()
     summary = run_preprocess(manifest, store, **kw)
     return summary, time.perf_counter() - start
@@ -120,7 +120,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def on_existing_cluster(manifest: Manifest, store: Path, n_workers: int) -> tuple[RunSummary, float, float]:
+def on_existing_cluster(manifest: Manifest, store: Path, n_workers: int) -> tuple[PreprocessSummary, float, float]:
     """Start `dask scheduler` and `dask worker --nworkers N --nthreads 1` as a user would, run on it; returns the
     summary, the wall seconds of the run (workers already up, as on a real cluster) and their start-up."""
     from dask.distributed import Client
@@ -179,7 +179,7 @@ def main() -> None:
         if "serial" not in args.skip:
             runs.append(("serial", {"scheduler": "serial"}))
         default_summary = None
-        work: list[tuple[str, str, float, RunSummary, int]] = []  # name, round tag, wall, summary, workers
+        work: list[tuple[str, str, float, PreprocessSummary, int]] = []  # name, round tag, wall, summary, workers
         samples: dict[str, list[float]] = {}
         for round_ in range(args.repeat):  # interleaved, so a slow spell of a shared machine hits every run alike
             tag = f" (round {round_ + 1})" if args.repeat > 1 else ""
@@ -229,7 +229,7 @@ def main() -> None:
         report_costs(default_summary)
 
 
-def report_costs(summary: RunSummary) -> None:
+def report_costs(summary: PreprocessSummary) -> None:
     n = max(summary.done, 1)
     total = sum(summary.step_cpu.values())
     print(f"\ncore-ms per object, default run (CPU time of the workers, all their threads): {1000 * total / n:.0f}")

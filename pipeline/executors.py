@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from common.cluster import ClusterStart
 from common.errors import first_line
 from common.threads import keep_freed_memory, pin_library_threads
-from pipeline import schema
 from pipeline.config import PreprocessConfig
 from pipeline.process import ObjectFailure, process_object_safe
-from pipeline.schema import ObjectMeta
+from pipeline.schema.layout import ObjectMeta, ObjectRecord
+from pipeline.schema.write import write_shard
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ class Outcome:
     cpu: dict[str, float] = field(default_factory=dict)
 
 
-def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.ObjectRecord | ObjectFailure
+def write_shard_outcomes(store_path: str, shard_name: str, *results: ObjectRecord | ObjectFailure
                          ) -> list[Outcome]:
     """Write the objects that succeeded as one shard; report every object, failed ones included."""
-    ok = [r for r in results if isinstance(r, schema.ObjectRecord)]
+    ok = [r for r in results if isinstance(r, ObjectRecord)]
     outcomes: list[Outcome] = []
     if ok:
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
-            schema.write_shard(store_path, shard_name, ok)
+            write_shard(store_path, shard_name, ok)
         except Exception as exc:  # noqa: BLE001 - a write failure fails the shard's objects, not the run
             reason = f"writing shard {shard_name}: {type(exc).__name__}: {exc}"
             return [Outcome(r.job if isinstance(r, ObjectFailure) else r.meta, "failed", reason)
@@ -58,7 +58,7 @@ def write_shard_outcomes(store_path: str, shard_name: str, *results: schema.Obje
             r.cpu["write"] = (time.process_time() - cpu_start) / len(ok)
     row = 0
     for r in results:
-        if isinstance(r, schema.ObjectRecord):
+        if isinstance(r, ObjectRecord):
             outcomes.append(Outcome(r.meta, "ok", shard=shard_name, row=row,
                                     seconds=sum(r.timings.values()), timings=dict(r.timings), cpu=dict(r.cpu)))
             row += 1
@@ -172,7 +172,7 @@ def run_shards_dask(store_path: str, plan: ShardPlan, config: PreprocessConfig, 
 
 def _spare_shard_names(plan: ShardPlan) -> Callable[[str], str]:
     """A new shard name of the run and split of a planned shard, numbered on from the plan's largest, so a retried
-    object keeps to the only shard name form ever deleted (schema.SHARD_NAME)."""
+    object keeps to the only shard name form ever deleted (pipeline.schema.layout.SHARD_NAME)."""
     next_k: dict[str, int] = {}
     for name, _ in plan:
         prefix, k = name.rsplit("-", 1)

@@ -1,4 +1,4 @@
-"""One object, end to end: mesh file in, a schema.ObjectRecord out. Pure apart from reading the mesh; Dask maps it."""
+"""One object, end to end: mesh file in, a schema ObjectRecord out. Pure apart from reading the mesh; Dask maps it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 
 from common.errors import first_line
 from common.timing import LapTimer
-from pipeline import schema
 from pipeline.config import PreprocessConfig
-from pipeline.schema import ObjectMeta
+from pipeline.schema.layout import ObjectMeta, ObjectRecord, dequantize_points, quantize_points, quantize_udf
 from pipeline.sources import load_dataset_views, load_source_mesh
 from pipeline.stages.distances import inside, udf
 from pipeline.stages.load import MeshError
@@ -34,7 +33,7 @@ def object_rng(draw_seed: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, int(draw_seed[:16] or "0", 16)])
 
 
-def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord:
+def process_object(job: ObjectMeta, config: PreprocessConfig) -> ObjectRecord:
     """Normalise, sample, measure and render one object (docs/METHOD.md, "Per-object training data").
 
     Where the source ships views with their cameras (3D-R2N2 for ShapeNet, IM-NET's greyscale views), those are
@@ -52,9 +51,9 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
     surface, _ = sample_surface(vertices, faces, config.n_surface, rng)
     surface_points = jitter(surface, config.jitter_sigmas, config.jitter_weights, rng)
     uniform = uniform_points(config.n_uniform, rng)
-    surface_q = schema.quantize_points(surface_points)
-    points_q = np.concatenate([surface_q[morton_order(surface_q)], schema.quantize_points(uniform)])
-    points = schema.dequantize_points(points_q).astype(np.float64)  # distances of what is stored
+    surface_q = quantize_points(surface_points)
+    points_q = np.concatenate([surface_q[morton_order(surface_q)], quantize_points(uniform)])
+    points = dequantize_points(points_q).astype(np.float64)  # distances of what is stored
     lap("sample")
     dist = udf(vertices, faces, points, config.distance_backend)
     lap("distance")
@@ -84,7 +83,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
 
     arrays: dict[str, np.ndarray] = {
         "points": points_q,
-        "udf": schema.quantize_udf(dist),
+        "udf": quantize_udf(dist),
         "inside": inside_flags,
         "scale": np.float64(scale),
         "center": np.asarray(center, np.float64),
@@ -101,10 +100,10 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRe
             ref_uniform_inside=ref_inside,
         )
         lap("reference")
-    return schema.ObjectRecord(job, arrays=arrays, timings=timings, cpu=cpu)
+    return ObjectRecord(job, arrays=arrays, timings=timings, cpu=cpu)
 
 
-def process_object_safe(job: ObjectMeta, config: PreprocessConfig) -> schema.ObjectRecord | ObjectFailure:
+def process_object_safe(job: ObjectMeta, config: PreprocessConfig) -> ObjectRecord | ObjectFailure:
     """process_object, with any error turned into an ObjectFailure that names the object and the reason."""
     start = time.perf_counter()
     try:
