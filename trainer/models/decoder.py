@@ -1,4 +1,5 @@
-"""Decoder D (paper §5.1): five linear layers with Leaky-ReLU and batch norm on [z, embedded p], then sigmoid."""
+"""Decoder D (paper §5.1): five linear layers with Leaky-ReLU and batch norm on [z, embedded p], giving the logit
+of the occupancy; the paper's final sigmoid is applied by the caller (see Decoder)."""
 
 from __future__ import annotations
 
