@@ -15,6 +15,9 @@ from typing import Any
 
 EXTRACTORS = ("global", "multilevel", "fpn")
 PROJECTIONS = ("orthographic", "perspective")
+LABEL_MODES = ("binary", "fixed", "adaptive")
+SECTIONS = ("data", "model", "labels", "optim")
+"""TrainConfig's sections, in the order validate() checks them"""
 
 
 @dataclass
@@ -50,6 +53,15 @@ class DataConfig:
     already scores F1 ~0.66) | uniform (the uniform points in the box, like the test IoU: the trivial answer
     scores F1 = 2r / (1 + r) with r their inside fraction)"""
 
+    def check(self) -> None:
+        """Refuse values the data components cannot run with (trainer.data builds them from this section and calls
+        this): each field's type, BOUNDS, CHOICES and data.views, with a one-line reason naming the field."""
+        _check_fields(self, "data.")
+        views = self.views
+        if len(views) > MAX_VIEWS or any(not 0 <= v < MAX_VIEWS for v in views):
+            raise ValueError(f"data.views must be at most {MAX_VIEWS} indices in [0, {MAX_VIEWS}), got "
+                             f"{len(views)} from {min(views)} to {max(views)}")
+
 
 @dataclass
 class ModelConfig:
@@ -75,6 +87,10 @@ class ModelConfig:
     pretrained: bool = False
     """start ResNet-18 from torchvision's ImageNet weights (needs them downloadable or cached)"""
 
+    def check(self) -> None:
+        """Refuse values the networks cannot be built with: each field's type, BOUNDS and CHOICES."""
+        _check_fields(self, "model.")
+
 
 @dataclass
 class LabelConfig:
@@ -95,6 +111,13 @@ class LabelConfig:
     update_every: int = 10
     """k: s is reconsidered only after every k-th epoch (paper: 10)"""
 
+    def check(self) -> None:
+        """Refuse values the label and the s schedule cannot run with (trainer.labels.SSchedule.from_config calls
+        this): each field's type, BOUNDS, CHOICES and s_min <= s_max."""
+        _check_fields(self, "labels.")
+        if self.s_min > self.s_max:
+            raise ValueError(f"need labels.s_min <= labels.s_max, got {self.s_min} > {self.s_max}")
+
 
 @dataclass
 class OptimConfig:
@@ -112,6 +135,10 @@ class OptimConfig:
     """mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); ignored on CPU"""
     max_loss: float = 10.0
     """a batch loss above this (BCE; chance is 0.69) or not finite stops the run as diverged"""
+
+    def check(self) -> None:
+        """Refuse values the optimisation cannot run with: each field's type and BOUNDS."""
+        _check_fields(self, "optim.")
 
 
 @dataclass
@@ -341,41 +368,36 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.projection": PROJECTIONS,
     "model.point_frame": ("camera", "object"),
     "data.val_on": ("stored", "uniform"),
+    "labels.mode": LABEL_MODES,
 }
 
 
-def _value(cfg: TrainConfig, key: str) -> Any:
-    obj = cfg
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Refuse values the code cannot run with, or that would make it allocate without bound: each field's type
-    (a value set past apply()), BOUNDS, CHOICES and the relations between fields, with a one-line reason
-    naming the field."""
-    from trainer.labels import LABEL_MODES
-
-    for section in ("", "data.", "model.", "labels.", "optim."):
-        obj = _value(cfg, section[:-1]) if section else cfg
-        for f in dataclasses.fields(obj):
-            if not dataclasses.is_dataclass(getattr(obj, f.name)):
-                _typed(str(f.type), getattr(obj, f.name), section + f.name)
-    for key, (low, high, low_end) in BOUNDS.items():
-        value = _value(cfg, key)
+def _check_fields(obj: Any, prefix: str) -> None:
+    """The fields of one section (prefix "data.", ...; "" for TrainConfig's own fields): each field's type (a value
+    set past apply()), then its BOUNDS and its CHOICES."""
+    for f in dataclasses.fields(obj):
+        if not dataclasses.is_dataclass(getattr(obj, f.name)):
+            _typed(str(f.type), getattr(obj, f.name), prefix + f.name)
+    mine = [key for key in (*BOUNDS, *CHOICES) if key.startswith(prefix) and "." not in key[len(prefix):]]
+    for key in (k for k in mine if k in BOUNDS):
+        low, high, low_end = BOUNDS[key]
+        value = getattr(obj, key[len(prefix):])
         if not (low < value <= high if low_end == "(" else low <= value <= high):
             kind = "an integer" if isinstance(value, int) else "a number"
             raise ValueError(f"{key} must be {kind} in {low_end}{low}, {high}], got {value!r}")
-    for key, options in {**CHOICES, "labels.mode": LABEL_MODES}.items():
-        if _value(cfg, key) not in options:
-            raise ValueError(f"{key} must be one of {tuple(options)}, got {_value(cfg, key)!r}")
-    views = cfg.data.views
-    if len(views) > MAX_VIEWS or any(not 0 <= v < MAX_VIEWS for v in views):
-        raise ValueError(f"data.views must be at most {MAX_VIEWS} indices in [0, {MAX_VIEWS}), got "
-                         f"{len(views)} from {min(views)} to {max(views)}")
-    if cfg.labels.s_min > cfg.labels.s_max:
-        raise ValueError(f"need labels.s_min <= labels.s_max, got {cfg.labels.s_min} > {cfg.labels.s_max}")
+    for key in (k for k in mine if k in CHOICES):
+        value = getattr(obj, key[len(prefix):])
+        if value not in CHOICES[key]:
+            raise ValueError(f"{key} must be one of {tuple(CHOICES[key])}, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse values the code cannot run with, or that would make it allocate without bound: TrainConfig's own
+    fields, then each section's check (the one its component calls when built from it), with a one-line reason
+    naming the field."""
+    _check_fields(cfg, "")
+    for name in SECTIONS:
+        getattr(cfg, name).check()
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -7,15 +7,12 @@ about `s` is ever stored with the data.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
-log = logging.getLogger(__name__)
-
-LABEL_MODES = ("binary", "fixed", "adaptive")
+from trainer.config import LabelConfig
 
 
 def label_constants(s: float, d_star: float) -> tuple[float, float]:
@@ -48,13 +45,6 @@ def label_v(udf: torch.Tensor, inside: torch.Tensor, s: float | None, d_star: fl
     return torch.where(inside, torch.ones_like(v), v)
 
 
-def half_level_distance(s: float, d_star: float) -> float:
-    """The distance at which v(d, s) = 0.5: where a perfect fit puts its surface (docs/METHOD.md: 0.27 d* at
-    s = 0.5)."""
-    m, n = label_constants(s, d_star)
-    return (math.exp(-0.5 / s) - n) / m
-
-
 def initial_f1(positive_ratio: float) -> float:
     """eq. 12: the F1-score of a network that guesses at random, with r the fraction of inside samples."""
     r = float(positive_ratio)
@@ -78,16 +68,12 @@ class SSchedule:
     beats its best so far, only at the end of every k-th epoch, clamped to [s_min, s_max]; s never increases.
 
     mode "binary" keeps s = None (the binary label), "fixed" keeps s = s_fixed, "adaptive" follows eq. 10.
+    A run builds it with from_config, which checks the values (LabelConfig.check); the constructor takes them as
+    they are.
     """
 
     def __init__(self, mode: str, positive_ratio: float, lambda_: float = 1.5, s_min: float = 0.1,
                  s_max: float = 0.95, s_fixed: float = 0.5, update_every: int = 10):
-        if mode not in LABEL_MODES:
-            raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
-        if not 0.0 < s_min <= s_max <= 1.0:
-            raise ValueError(f"need 0 < s_min <= s_max <= 1, got s_min={s_min}, s_max={s_max}")
-        if update_every < 1:
-            raise ValueError(f"update_every must be >= 1, got {update_every}")
         self.mode = mode
         self.lambda_ = lambda_
         self.s_min, self.s_max = s_min, s_max
@@ -97,11 +83,17 @@ class SSchedule:
         if mode == "binary":
             self.s: float | None = None
         elif mode == "fixed":
-            if not 0.0 < s_fixed <= 1.0:
-                raise ValueError(f"s_fixed must lie in (0, 1], got {s_fixed}")
             self.s = s_fixed
         else:
             self.s = self._from_f1(self.best_f1)
+
+    @classmethod
+    def from_config(cls, labels: LabelConfig, positive_ratio: float) -> SSchedule:
+        """The schedule of a run's `labels` section, checked first (LabelConfig.check: mode, bounds, s_min <= s_max),
+        with r = positive_ratio, the fraction of inside training points (eq. 12)."""
+        labels.check()
+        return cls(labels.mode, positive_ratio, labels.lambda_, labels.s_min, labels.s_max, labels.s_fixed,
+                   labels.update_every)
 
     def _from_f1(self, f1: float) -> float:
         # eq. 10: s = 1 - lambda * F1, clamped (docs/METHOD.md: 1 - 1.5 F1 < 0 for F1 > 2/3)
@@ -122,8 +114,6 @@ class SSchedule:
         if new_s == self.s:
             return None
         change = SChange(epoch=epoch, f1=f1, old_s=self.s, new_s=new_s)
-        log.info("epoch %d: validation F1 %.4f beats the best so far; s %.4f -> %.4f",
-                 epoch + 1, f1, change.old_s, change.new_s)
         self.s = new_s
         self.changes.append(change)
         return change

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from trainer.labels import SSchedule, half_level_distance, initial_f1, label_constants, label_v
+from trainer.config import LabelConfig
+from trainer.labels import SSchedule, initial_f1, label_constants, label_v
 
 D_STAR = 5 / 256
 S_VALUES = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -74,7 +74,7 @@ def test_binary_limit():
 
 @pytest.mark.parametrize("s, fraction", [(0.1, 0.007), (0.5, 0.27), (0.9, 0.37)])
 def test_half_level_positions_given_in_spec(s, fraction):
-    d_half = half_level_distance(s, D_STAR)
+    d_half = D_STAR / (1 + math.exp(1 / (2 * s)))  # docs/METHOD.md: where v(d, s) = 0.5
     assert d_half / D_STAR == pytest.approx(fraction, abs=0.006)
     v = label_v(*_outside([d_half]), s, D_STAR)
     assert v.item() == pytest.approx(0.5, abs=1e-5)
@@ -108,17 +108,16 @@ def test_initial_s_is_clamped():
     assert SSchedule("adaptive", positive_ratio=1.0, s_min=0.1).s == pytest.approx(0.1)  # 1 - 1.5*2/3 = 0
 
 
-def test_updates_only_every_k_epochs_never_increase_and_clamp(caplog):
+def test_updates_only_every_k_epochs_never_increase_and_clamp():
     schedule = SSchedule("adaptive", positive_ratio=0.2, update_every=3, s_min=0.1, s_max=0.95)
     s0 = schedule.s
     history = []
     f1s = [0.4, 0.5, 0.45, 0.3, 0.2, 0.35, 0.6, 0.6, 0.62, 0.9, 0.9, 0.95]
-    with caplog.at_level(logging.INFO, logger="trainer.labels"):
-        for epoch, f1 in enumerate(f1s):
-            change = schedule.end_of_epoch(epoch, f1)
-            if (epoch + 1) % 3 != 0:
-                assert change is None, f"s moved at epoch {epoch}, not a multiple of k"
-            history.append(schedule.s)
+    for epoch, f1 in enumerate(f1s):
+        change = schedule.end_of_epoch(epoch, f1)
+        if (epoch + 1) % 3 != 0:
+            assert change is None, f"s moved at epoch {epoch}, not a multiple of k"
+        history.append(schedule.s)
     # epoch 2: f1 0.45 > f1_0 = 0.2857 -> s = 1 - 0.675 = 0.325
     assert history[2] == pytest.approx(1 - 1.5 * 0.45)
     # epoch 5: f1 0.35 < best 0.45 -> unchanged
@@ -128,10 +127,22 @@ def test_updates_only_every_k_epochs_never_increase_and_clamp(caplog):
     assert history[-1] == pytest.approx(0.1)
     assert all(b <= a for a, b in zip([s0, *history], history, strict=False)), "s increased"
     assert all(0.1 <= s <= 0.95 for s in history)
-    changes = [(c.epoch, c.old_s, c.new_s) for c in schedule.changes]
-    assert changes == [(2, pytest.approx(s0), pytest.approx(0.325)), (8, pytest.approx(0.325), pytest.approx(0.1))]
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2 and "epoch 3" in messages[0] and "0.4500" in messages[0] and "-> 0.3250" in messages[0]
+    changes = [(c.epoch, c.f1, c.old_s, c.new_s) for c in schedule.changes]
+    assert changes == [(2, 0.45, pytest.approx(s0), pytest.approx(0.325)), (8, 0.62, pytest.approx(0.325),
+                                                                               pytest.approx(0.1))]
+
+
+def test_schedule_from_its_config_section():
+    labels = LabelConfig(mode="adaptive", lambda_=1.2, s_min=0.2, s_max=0.9, update_every=3)
+    built, spelled = SSchedule.from_config(labels, 0.2), SSchedule("adaptive", 0.2, 1.2, 0.2, 0.9, 0.5, 3)
+    assert vars(built) == vars(spelled)
+    assert SSchedule.from_config(LabelConfig(mode="fixed", s_fixed=0.3), 0.2).s == 0.3
+    refused = [({"mode": "soft"}, "labels.mode must be one of"), ({"s_min": 0.5, "s_max": 0.4}, "labels.s_min <= "),
+               ({"s_fixed": 0.0}, "labels.s_fixed must be"), ({"update_every": 0}, "labels.update_every must be"),
+               ({"lambda_": "1.5"}, "expected a number")]
+    for bad, reason in refused:
+        with pytest.raises(ValueError, match=reason):
+            SSchedule.from_config(LabelConfig(**bad), 0.2)
 
 
 def test_fixed_and_binary_modes_never_move():
