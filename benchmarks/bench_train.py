@@ -35,9 +35,9 @@ from trainer.data import ObjectCache, TrainingSamples, split_rows
 
 def loader_rate(data: str, cfg, workers: int, batches: int) -> float:
     from pipeline.schema import open_store
-    from trainer.data import EpochBatches, TrainingSamples, make_loader, select_objects
+    from trainer.data import EpochBatches, TrainingSamples, make_loader, training_object_ids
 
-    ids = select_objects(open_store(data), cfg.data.train_split, cfg.data.objects)
+    ids = training_object_ids(open_store(data), cfg.data)
     dataset = TrainingSamples(data, ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed)
     repeats = max(1, -(-(batches + 8) * cfg.data.batch_size // len(ids)))
     sampler = EpochBatches(len(ids), cfg.data.batch_size, repeats, cfg.seed)
@@ -58,11 +58,12 @@ def step_rate(data: str, cfg, steps: int, device: torch.device) -> float:
     import torch.nn.functional as F
 
     from pipeline.schema import open_store
-    from trainer.data import EpochBatches, TrainingSamples, prepare_view, select_objects
+    from trainer.data import EpochBatches, TrainingSamples, training_object_ids
     from trainer.labels import label_v
     from trainer.models import build_model
+    from trainer.views import prepare_view
 
-    ids = select_objects(open_store(data), cfg.data.train_split, cfg.data.objects)
+    ids = training_object_ids(open_store(data), cfg.data)
     dataset = TrainingSamples(data, ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed)
     sampler = EpochBatches(len(ids), cfg.data.batch_size, max(1, -(-cfg.data.batch_size // len(ids))), cfg.seed)
     batch = {k: v.to(device) for k, v in dataset[next(iter(sampler))].items()}

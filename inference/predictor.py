@@ -1,7 +1,8 @@
 """Inference from a checkpoint: one image and its camera -> an occupancy field over the normalised frame.
 
-This is the interface the evaluation stage and `aps reconstruct` call; it shares prepare_view with training,
-so an image is composited and resized exactly as the network saw its training views.
+This is the interface the evaluation stage and `aps reconstruct` call; it shares prepare_view (trainer.views)
+with training, so an image is composited and resized exactly as the network saw its training views, and reads
+a checkpoint through trainer.checkpoint's TrainingState, as a resume does.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.checkpoint import BEST, LAST, CheckpointError, best_epoch, load_checkpoint, load_model_state
+from trainer.checkpoint import BEST, LAST, CheckpointError, load_model_state, load_state
 from trainer.config import TrainConfig, from_dict, to_dict
-from trainer.data import prepare_view
 from trainer.models import OccupancyNetwork, build_model
+from trainer.views import prepare_view
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def _record_best(folder: Path) -> Path:
     best, last = folder / BEST, folder / LAST
     try:  # the records only (mmap: the weights are not read)
-        record, held = load_checkpoint(last, mmap=True), load_checkpoint(best, mmap=True)
-        want, has, newest = best_epoch(record), int(held["epoch"]), int(record["epoch"])
+        record, held = load_state(last, mmap=True), load_state(best, mmap=True)
+        want, has, newest = record.best_epoch(), held.epoch, record.epoch
     except (CheckpointError, KeyError, TypeError, ValueError):
         return best  # loading it says what is wrong
     if want is None or want == has or want != newest:
@@ -107,13 +108,12 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
     """A Predictor from a .ckpt file or a run folder (then RUN/best.ckpt, else RUN/last.ckpt)."""
     ckpt = resolve_checkpoint(path)
     dev = torch.device(device)
-    payload = load_checkpoint(ckpt, map_location=dev)
+    saved = load_state(ckpt, map_location=dev)
     try:
-        config = from_dict(payload["config"])
+        config = from_dict(saved.config)
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{ckpt}: its config does not fit this code ({exc})") from exc
     model = build_model(config.model, load_pretrained=False)
-    load_model_state(model, ckpt, payload, to_dict(config))
-    log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, int(payload["epoch"]) + 1,
-             float(payload["best_val_f1"]))
-    return Predictor(model.to(dev), config, dev, ckpt, data=str(payload.get("data", "")))
+    load_model_state(model, ckpt, saved, to_dict(config))
+    log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, saved.epoch + 1, saved.best_val_f1)
+    return Predictor(model.to(dev), config, dev, ckpt, data=saved.data)

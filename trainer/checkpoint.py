@@ -3,8 +3,9 @@ or another store.
 
 A checkpoint holds only tensors and plain Python values (the config as a dict, the s-schedule state, RNG
 states as tensors/lists), so it loads under weights_only=True without allow-listing anything.
-`load_checkpoint` is the one place that reads a checkpoint file (training's resume, the predictor, and
-through it `aps eval` and `aps reconstruct`).
+`TrainingState` is the one owner of a checkpoint's entries (to_payload writes them, from_payload reads them) and
+`load_checkpoint` the one place that reads a checkpoint file: training saves and resumes through them, the
+predictor (and through it `aps eval` and `aps reconstruct`) loads through them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 import re
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,83 @@ BEST = "best.ckpt"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or made by a different configuration."""
+
+
+RESUME_ENTRIES = ("optimizer", "scaler", "s_schedule", "history", "rng")
+"""what a resume needs beyond the weights and the record (restored exported weights hold none of them)"""
+
+
+@dataclass
+class TrainingState:
+    """A run at the end of one of its epochs, as its checkpoint holds it.
+
+    to_payload gives the checkpoint's entries (these keys, in this order: the file is the one written before this
+    class existed, byte for byte); from_payload reads them back, also from a checkpoint that holds only the
+    weights and the record (restored exported weights: the resume entries are then None)."""
+
+    config: dict[str, Any]
+    """the run's TrainConfig in trainer.config.to_dict form"""
+    model: dict[str, torch.Tensor]
+    """the network's state_dict"""
+    epoch: int
+    """the epoch (0-based) this state is at the end of"""
+    best_val_f1: float
+    """the best validation F1 of the run up to this epoch"""
+    optimizer: dict[str, Any] | None = None
+    """Adam's state_dict"""
+    scaler: dict[str, Any] | None = None
+    """the AMP loss scaler's state_dict"""
+    s_schedule: dict[str, Any] | None = None
+    """trainer.labels.SSchedule.state_dict"""
+    history: list[dict] | None = None
+    """one metrics row (trainer.writer.METRIC_COLUMNS) per epoch, across resumes"""
+    rng: dict[str, Any] | None = None
+    """Python, numpy and torch RNG states (rng_state) when the state was taken"""
+    positive_ratio: float | None = None
+    """r of eq. 12 over the training objects"""
+    data: str = ""
+    """the training store's resolved path on the machine that trained ("" in older checkpoints)"""
+    data_identity: dict[str, Any] | None = None
+    """trainer.data.store_identity of the data and objects (None in older checkpoints)"""
+
+    def to_payload(self) -> dict[str, Any]:
+        """The checkpoint's entries (save_checkpoint adds checkpoint_version)."""
+        return {"config": self.config, "model": self.model, "optimizer": self.optimizer, "scaler": self.scaler,
+                "s_schedule": self.s_schedule, "epoch": self.epoch, "best_val_f1": self.best_val_f1,
+                "history": self.history, "rng": self.rng, "positive_ratio": self.positive_ratio, "data": self.data,
+                "data_identity": self.data_identity}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: str | Path) -> TrainingState:
+        """The state of a load_checkpoint payload read from `path` (named in the one-line error of a payload
+        without its epoch or best F1 or with values of the wrong type; other entries it lacks are None)."""
+        try:
+            return cls(config=payload["config"], model=payload["model"], epoch=int(payload["epoch"]),
+                       best_val_f1=float(payload["best_val_f1"]), optimizer=payload.get("optimizer"),
+                       scaler=payload.get("scaler"), s_schedule=payload.get("s_schedule"),
+                       history=None if payload.get("history") is None else list(payload["history"]),
+                       rng=payload.get("rng"), positive_ratio=payload.get("positive_ratio"),
+                       data=str(payload.get("data") or ""), data_identity=payload.get("data_identity"))
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: not a checkpoint of this toolkit (no {exc.args[0]} entry)") from exc
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its record does not fit this code ({first_line(exc)})") from exc
+
+    def best_epoch(self) -> int | None:
+        """The epoch (0-based, as `epoch`) that the run's record names best: the first with the highest val_f1 of
+        its history (an epoch is best only when it beats every earlier one); None without one."""
+        rows = [row for row in self.history or [] if isinstance(row.get("val_f1"), int | float)]
+        if not rows:
+            return None
+        best = max(rows, key=lambda row: row["val_f1"])  # max keeps the first of equal values
+        return int(best["epoch"]) - 1
+
+    def check_resumable(self, path: str | Path) -> None:
+        """Refuse to resume from a checkpoint without the optimiser, scaler, s schedule, history or RNG states."""
+        missing = [name for name in RESUME_ENTRIES if getattr(self, name) is None]
+        if missing:
+            raise CheckpointError(f"{path}: holds the weights but no {', '.join(missing)} (exported weights?); a "
+                                  "run cannot resume from it: start a new --out")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -98,14 +177,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return payload
 
 
-def best_epoch(payload: dict[str, Any]) -> int | None:
-    """The epoch (0-based, as a checkpoint's "epoch") that the run's record names best: the first with the
-    highest val_f1 of its history (an epoch is best only when it beats every earlier one); None without one."""
-    rows = [row for row in payload.get("history", []) if isinstance(row.get("val_f1"), int | float)]
-    if not rows:
-        return None
-    best = max(rows, key=lambda row: row["val_f1"])  # max keeps the first of equal values
-    return int(best["epoch"]) - 1
+def save_state(path: str | Path, state: TrainingState) -> None:
+    """save_checkpoint of the state's entries."""
+    save_checkpoint(path, state.to_payload())
+
+
+def load_state(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> TrainingState:
+    """The TrainingState of a checkpoint file (load_checkpoint; mmap=True to read only its record)."""
+    return TrainingState.from_payload(load_checkpoint(path, map_location, mmap), path)
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -136,12 +215,12 @@ def check_same_config(path: str | Path, saved: dict[str, Any], current: dict[str
                               f"{'; ...' if len(diff) > 4 else ''}); use a new --out folder or the same options")
 
 
-def load_model_state(model: torch.nn.Module, path: str | Path, payload: dict[str, Any],
+def load_model_state(model: torch.nn.Module, path: str | Path, saved: TrainingState,
                      built_from: dict[str, Any]) -> None:
-    """model.load_state_dict(payload["model"]), or a one-line CheckpointError naming the file and why the
-    weights do not fit: the model fields where the checkpoint's stored config and the config the model was
-    built from (`built_from`, to_dict form) differ, then the first missing, unexpected and other-shape keys."""
-    state, own = payload["model"], model.state_dict()
+    """model.load_state_dict(saved.model), or a one-line CheckpointError naming the file and why the weights do
+    not fit: the model fields where the checkpoint's stored config and the config the model was built from
+    (`built_from`, to_dict form) differ, then the first missing, unexpected and other-shape keys."""
+    state, own = saved.model, model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     reshaped = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here" for k in own
@@ -154,7 +233,7 @@ def load_model_state(model: torch.nn.Module, path: str | Path, payload: dict[str
             reason = str(exc).strip().splitlines()
             raise CheckpointError(f"{path}: its weights do not fit the {type(model).__name__} this code builds "
                                   f"({' '.join(reason[:2])})") from exc
-    parts = _model_field_differences(payload.get("config", {}), built_from)
+    parts = _model_field_differences(saved.config, built_from)
     for name, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)):
         if keys:
             parts.append(f"{len(keys)} {name} key{'s' if len(keys) > 1 else ''}: {', '.join(keys[:2])}"
@@ -177,14 +256,14 @@ def _model_field_differences(saved: dict[str, Any], built: dict[str, Any]) -> li
     return out
 
 
-def check_same_data(path: str | Path, payload: dict[str, Any], identity: dict[str, Any]) -> None:
+def check_same_data(path: str | Path, saved_state: TrainingState, identity: dict[str, Any]) -> None:
     """Refuse to resume on other data than the run was trained on (trainer.data.store_identity): the same
     dataset and objects at another path (a moved or copied store) is accepted; checkpoints written before
     identities were recorded are compared by the store's resolved path only."""
-    saved = payload.get("data_identity")
+    saved = saved_state.data_identity
     if saved is None:
-        if payload.get("data") and payload["data"] != identity["path"]:
-            raise CheckpointError(f"{path}: the run was trained on the store {payload['data']}, not --data "
+        if saved_state.data and saved_state.data != identity["path"]:
+            raise CheckpointError(f"{path}: the run was trained on the store {saved_state.data}, not --data "
                                   f"{identity['path']} (this checkpoint records only the store's path); resume "
                                   "with that store or start a new --out")
         return

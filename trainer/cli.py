@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
+
+from common.out_folder import check_out_folder
+from trainer.config import apply, parse_assignments
+from trainer.config import preset as make_preset
 
 
 def train(
@@ -35,11 +40,7 @@ def train(
     applies the options, saves the resolved config with the run, and leaves RUN/last.ckpt (RUN/best.ckpt: best
     validation F1). Several GPUs: `torchrun --nproc_per_node N $(which aps) train ...`.
     """
-    import logging
-
-    from common.out_folder import check_out_folder
-    from trainer.config import apply, parse_assignments
-    from trainer.config import preset as make_preset
+    # here, not at the top: aps.cli imports every command's module at start-up, and the loop imports torch
     from trainer.loop import run_training
 
     cfg = make_preset(preset)

@@ -1,5 +1,4 @@
-"""Batches for training and validation, and `prepare_view`, the one image preparation used by training and
-inference alike.
+"""Batches for training and validation, each component built from the run's `data` section (DataConfig).
 
 A training sample is one object-view: a random stored view of an object (image, K, Rt) and a random subset
 of its 10,000 points with their stored `udf` and `inside`. The label v(d, s) is NOT made here: the loop
@@ -8,11 +7,13 @@ computes it on the training device at batch time (trainer.labels.label_v).
 Reading: every worker keeps, each under its own byte budget and least recently used first out, the points,
 udf and inside flags of the objects it has touched (in their stored uint16 form, decoded per sample) and their
 raw RGBA views; images are composited and resized by the training process, on its device, through
-prepare_view.
+trainer.views.prepare_view (its own module: inference prepares images the same way without this loader).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -22,50 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pipeline.schema import (
-    N_UNIFORM,
-    UDF_MAX,
-    Store,
-    dequantize_points,
-    dequantize_udf,
-    open_store,
-    quantize_points,
-    quantize_udf,
-)
+from pipeline.schema.layout import N_UNIFORM, UDF_MAX, dequantize_points, dequantize_udf, quantize_points, quantize_udf
+from pipeline.schema.read import Store, open_store
+from trainer.config import DataConfig
 
 log = logging.getLogger(__name__)
-
-
-def prepare_view(image, K, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's view of a stored image: RGBA composited on white, resized to size x size, K scaled to match.
-
-    image: uint8 (H, W, 3|4) or (B, H, W, 3|4), numpy or torch (any device; the work happens there).
-    K: (3, 3) or (B, 3, 3) intrinsics in pixels of the stored image (u = column, v = row, pixel centres at
-    integers). Returns (float32 (3, size, size) or (B, 3, size, size) RGB in [0, 1], float32 K of the
-    resized image with the same leading shape as K). Pixel centres map as u' = (u + 0.5) * size / W - 0.5.
-    """
-    img = torch.as_tensor(image)
-    K = torch.as_tensor(K, dtype=torch.float32, device=img.device)
-    single = img.ndim == 3
-    if single:
-        img = img[None]
-    if img.ndim != 4 or img.shape[-1] not in (3, 4) or img.dtype != torch.uint8:
-        raise ValueError(f"prepare_view: expected uint8 (H, W, 3|4) or (B, H, W, 3|4), got "
-                         f"{tuple(img.shape)} {img.dtype}")
-    x = img.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # (B, C, H, W)
-    if x.shape[1] == 4:  # transparent background -> white, as the renderings are shown to people
-        alpha = x[:, 3:4]
-        x = x[:, :3] * alpha + (1.0 - alpha)
-    h, w = x.shape[-2:]
-    if (h, w) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    sx, sy = size / w, size / h
-    scale = torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]],
-                         dtype=torch.float32, device=K.device)
-    K_scaled = scale @ K
-    return (x[0] if single else x), K_scaled
 
 
 class _ByteLRU:
@@ -266,6 +229,13 @@ class TrainingSamples(torch.utils.data.Dataset):
         self.held_out = held_out
         self._held_out_masks: dict[int, np.ndarray] = {}
 
+    @classmethod
+    def from_config(cls, data: DataConfig, store_path: str | Path, object_ids: Sequence[str], seed: int,
+                    held_out: int = 0) -> TrainingSamples:
+        """The training samples of a run's `data` section (checked first: DataConfig.check)."""
+        data.check()
+        return cls(store_path, object_ids, data.points_per_sample, data.views, seed, held_out)
+
     def __len__(self) -> int:
         return len(self.object_ids)
 
@@ -315,6 +285,13 @@ class EpochBatches(torch.utils.data.Sampler):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
 
+    @classmethod
+    def from_config(cls, data: DataConfig, n_objects: int, seed: int, rank: int = 0,
+                    world_size: int = 1) -> EpochBatches:
+        """The batches of a run's `data` section (checked first: DataConfig.check) for process `rank`."""
+        data.check()
+        return cls(n_objects, data.batch_size, data.repeats, seed, rank, world_size)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -353,9 +330,8 @@ class ValidationSet:
     def __init__(self, cache: ObjectCache, object_ids: Sequence[str], n_points: int, n_views: int,
                  views: Sequence[int] = (), seed: int = 0, on: str = "stored", held_out: bool = False):
         """on = "uniform" keeps only the uniform points (the last n_uniform rows): all of them for a validation
-        split, the held-out ones among them when the objects are also trained on (held_out)."""
-        if on not in ("stored", "uniform"):
-            raise ValueError(f"data.val_on = {on!r}: choose stored or uniform")
+        split, the held-out ones among them when the objects are also trained on (held_out); any other value
+        keeps the stored subset (from_config admits only stored and uniform)."""
         self.cache = cache
         self.object_ids = list(object_ids)
         self.picks: list[tuple[int, int, np.ndarray]] = []
@@ -371,6 +347,16 @@ class ValidationSet:
                 if len(rows) == 0:
                     raise ValueError(f"{oid}: no uniform points to validate on (data.val_on = uniform)")
             self.picks += [(obj, v, rows) for v in chosen]
+
+    @classmethod
+    def from_config(cls, data: DataConfig, cache: ObjectCache, object_ids: Sequence[str], seed: int,
+                    held_out: int = 0) -> ValidationSet:
+        """The validation samples of a run's `data` section (checked first: DataConfig.check): data.val_views views
+        and data.val_points points of each object; held_out > 0 (the objects are also trained on): that many
+        held-out points of each instead (split_rows)."""
+        data.check()
+        return cls(cache, object_ids, held_out or data.val_points, data.val_views, data.views, seed, on=data.val_on,
+                   held_out=held_out > 0)
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
         """Collated batches of this process's share of the validation samples."""
@@ -399,14 +385,15 @@ def positive_ratio(cache: ObjectCache, object_ids: Sequence[str]) -> float:
     return inside / total
 
 
-def select_objects(store: Store, split: str, objects: Sequence[str] = ()) -> list[str]:
-    """Object ids of a split, optionally restricted to `objects` (unknown ids are an error)."""
-    ids = store.split(split)
-    if objects:
-        unknown = sorted(set(objects) - set(store.object_ids))
+def training_object_ids(store: Store, data: DataConfig) -> list[str]:
+    """Ids of the objects a run trains on: those of data.objects (of any split, in the store's order; an id the
+    store lacks is an error) when given, else every object of the split data.train_split."""
+    ids = store.split(data.train_split)
+    if data.objects:
+        unknown = sorted(set(data.objects) - set(store.object_ids))
         if unknown:
             raise ValueError(f"{store.path}: no objects {unknown[:5]} in this store")
-        wanted = set(objects)
+        wanted = set(data.objects)
         ids = [o for o in store.object_ids if o in wanted]
     return ids
 
@@ -420,8 +407,6 @@ def store_identity(store: Store, train_ids: Sequence[str], val_ids: Sequence[str
     the params and the preprocess code version). A copied or moved store keeps its digest; a store preprocessed
     from other meshes, with other params or other objects does not.
     """
-    import hashlib
-    import json
 
     def pairs(ids: Sequence[str]) -> list[list[str]]:
         return [[oid, store.info(oid).get("content_hash", "")] for oid in ids]

@@ -1,5 +1,7 @@
 """The training loop: epochs over object-view batches, labels v(d, s) made on the device, F1 on held-out
-points driving s, checkpoints, metrics, TensorBoard and a plot. It knows nothing of the model's insides.
+points driving s. Each epoch ends in a record (trainer.writer.EpochRecord) and the run's state
+(trainer.checkpoint.TrainingState) that rank 0's writer puts on disk: checkpoints, metrics, TensorBoard and a
+plot. It knows nothing of the model's insides.
 
 Runs single-process (CPU or one GPU) or under torchrun / an initialised process group (DDP; gloo on CPU,
 nccl on CUDA); only rank 0 writes files.
@@ -7,41 +9,35 @@ nccl on CUDA); only rank 0 writes files.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from common.atomic import DiskFullError, atomic_write, atomic_write_text, remove_stale_temporaries
-from common.errors import first_line
+from common.atomic import remove_stale_temporaries
 from common.locking import single_writer
+from common.progress import bar_options
 from pipeline.schema.read import open_store
 from trainer.checkpoint import (
-    BEST,
     LAST,
     CheckpointError,
-    best_epoch,
+    TrainingState,
     check_same_config,
     check_same_data,
-    copy_checkpoint,
-    load_checkpoint,
     load_model_state,
+    load_state,
     rng_state,
-    save_checkpoint,
     set_rng_state,
 )
-from trainer.config import TrainConfig, describe, to_dict, validate
+from trainer.config import TrainConfig, to_dict, validate
 from trainer.data import (
     EpochBatches,
     ObjectCache,
@@ -49,21 +45,18 @@ from trainer.data import (
     ValidationSet,
     make_loader,
     positive_ratio,
-    prepare_view,
-    select_objects,
     store_identity,
+    training_object_ids,
 )
 from trainer.labels import SSchedule, label_v
 from trainer.models import build_model
+from trainer.views import prepare_view
+from trainer.writer import WRITTEN, EpochRecord, RunWriter, repair_run_folder
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("epoch", "loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "s", "lr",
-                  "samples_per_s", "seconds")
 LOCK_FILE = ".train.lock"
 """RUN/.train.lock: flock held by the one process writing the run folder (common.locking.single_writer)"""
-WRITTEN = (LAST, BEST, "metrics.csv", "curves.png", "config.json")
-"""the files of the run folder written by common.atomic (their stale temporaries are ours to remove)"""
 
 
 class RunFolderBusy(RuntimeError):
@@ -75,7 +68,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class RunSummary:
+class TrainingSummary:
     """What a finished run reports; `model` is the trained network of this process (not a copy on disk).
 
     epochs: epochs the run holds now; trained: epochs this call trained (0: a resume that found the run
@@ -112,8 +105,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def _distributed(device_name: str) -> tuple[int, int, int]:
     """(rank, world_size, local_rank); joins the process group torchrun describes in the environment."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -126,8 +117,6 @@ def _distributed(device_name: str) -> tuple[int, int, int]:
 
 def _all_reduce(values: torch.Tensor, world: int) -> torch.Tensor:
     if world > 1:
-        import torch.distributed as dist
-
         dist.all_reduce(values)
     return values
 
@@ -170,46 +159,6 @@ def evaluate(model: torch.nn.Module, val: ValidationSet, cfg: TrainConfig, devic
     return _scores(_all_reduce(counts, world).cpu())
 
 
-def _metrics_text(history: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-    return buf.getvalue()
-
-
-def _write_metrics(out: Path, history: list[dict]) -> None:
-    atomic_write_text(out / "metrics.csv", _metrics_text(history))
-
-
-def _plot(out: Path, history: list[dict]) -> None:
-    """RUN/curves.png: loss, F1 (train and val) and s against the epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].plot(epochs, [r["loss"] for r in history], marker="o")
-    axes[0].set_title("training loss (BCE)")
-    axes[1].plot(epochs, [r["train_f1"] for r in history], marker="o", label="train")
-    axes[1].plot(epochs, [r["val_f1"] for r in history], marker="o", label="val")
-    axes[1].set_title("F1 of D(p) > 0.5 vs inside")
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
-    axes[2].step(epochs, [math.nan if r["s"] is None else r["s"] for r in history], where="post", marker="o")
-    axes[2].set_title("s (label softness)")
-    axes[2].set_ylim(0, 1)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, dpi=90))
-    plt.close(fig)
-
-
 @dataclass(frozen=True)
 class _Objects:
     """The objects a run trains and validates on. held_out > 0: no validation objects, so F1 is measured on
@@ -248,14 +197,22 @@ class _Run:
     """epochs the run holds now (the next epoch to train, 0-based)"""
     best_val_f1: float = -1.0
     history: list[dict] = field(default_factory=list)
-    """one METRIC_COLUMNS row per epoch, also across resumes"""
-    writer: Any = None
-    """rank 0's TensorBoard SummaryWriter (None on the other ranks)"""
+    """one trainer.writer.METRIC_COLUMNS row per epoch, also across resumes"""
+    writer: RunWriter | None = None
+    """rank 0's writer of the run folder (None on the other ranks)"""
 
-    def summary(self, started: float) -> RunSummary:
-        return RunSummary(epochs=self.epochs, best_val_f1=self.best_val_f1, final_s=self.s_schedule.s,
-                          seconds=time.monotonic() - started, out=self.out, model=self.model,
-                          trained=self.epochs - self.start_epoch)
+    def summary(self, started: float) -> TrainingSummary:
+        return TrainingSummary(epochs=self.epochs, best_val_f1=self.best_val_f1, final_s=self.s_schedule.s,
+                               seconds=time.monotonic() - started, out=self.out, model=self.model,
+                               trained=self.epochs - self.start_epoch)
+
+    def state(self, epoch: int) -> TrainingState:
+        """The run at the end of `epoch`, as its checkpoint holds it (the RNG states as they are now)."""
+        return TrainingState(config=to_dict(self.cfg), model=self.model.state_dict(),
+                             optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+                             s_schedule=self.s_schedule.state_dict(), epoch=epoch, best_val_f1=self.best_val_f1,
+                             history=self.history, rng=rng_state(), positive_ratio=self.ratio,
+                             data=self.identity["path"], data_identity=self.identity)
 
 
 @dataclass
@@ -272,7 +229,7 @@ class _Feed:
 def _select(cfg: TrainConfig, store, data: Path) -> _Objects:
     """The training objects and the validation set: the validation split's objects, or (none there) held-out
     points of the training objects."""
-    train_ids = select_objects(store, cfg.data.train_split, cfg.data.objects)
+    train_ids = training_object_ids(store, cfg.data)
     if not train_ids:
         raise ValueError(f"{data}: no training objects in split {cfg.data.train_split!r}"
                          f"{' among ' + str(list(cfg.data.objects)) if cfg.data.objects else ''}")
@@ -313,7 +270,7 @@ def _sole_writer(out: Path, resume: bool, rank: int) -> Iterator[None]:
 
 
 def _check_run_folder(cfg: TrainConfig, store, objects: _Objects, out: Path, resume: bool,
-                      device: torch.device) -> tuple[dict, dict | None]:
+                      device: torch.device) -> tuple[dict, TrainingState | None]:
     """(data identity, the checkpoint to resume or None). Refuses a fresh run into a folder that holds one,
     a resume with nothing to resume, and (before anything is built) a resume with another config or data."""
     last = out / LAST
@@ -323,12 +280,13 @@ def _check_run_folder(cfg: TrainConfig, store, objects: _Objects, out: Path, res
         raise CheckpointError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose "
                               "another --out")
     identity = store_identity(store, objects.train_ids, objects.val_ids)
-    payload = None
+    saved = None
     if resume:
-        payload = load_checkpoint(last, map_location=device)
-        check_same_config(last, payload["config"], to_dict(cfg))
-        check_same_data(last, payload, identity)
-    return identity, payload
+        saved = load_state(last, map_location=device)
+        saved.check_resumable(last)
+        check_same_config(last, saved.config, to_dict(cfg))
+        check_same_data(last, saved, identity)
+    return identity, saved
 
 
 def _build(cfg: TrainConfig, data: Path, out: Path, device: torch.device, rank: int, world: int,
@@ -347,69 +305,31 @@ def _build(cfg: TrainConfig, data: Path, out: Path, device: torch.device, rank: 
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     cache = ObjectCache(data)
     ratio = positive_ratio(cache, objects.train_ids)
-    lc = cfg.labels
-    s_schedule = SSchedule(lc.mode, ratio, lc.lambda_, lc.s_min, lc.s_max, lc.s_fixed, lc.update_every)
+    s_schedule = SSchedule.from_config(cfg.labels, ratio)
     return _Run(cfg=cfg, out=out, device=device, rank=rank, world=world, identity=identity, model=model,
                 optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype, cache=cache, ratio=ratio,
                 s_schedule=s_schedule)
 
 
-def _restore(run: _Run, payload: dict) -> None:
+def _restore(run: _Run, saved: TrainingState) -> None:
     """Continue from a checkpoint: weights, optimiser, scaler, s state, epoch, best F1, history and RNG."""
-    load_model_state(run.model, run.out / LAST, payload, to_dict(run.cfg))
-    run.optimizer.load_state_dict(payload["optimizer"])
-    run.scaler.load_state_dict(payload["scaler"])
-    run.s_schedule.load_state_dict(payload["s_schedule"])
-    run.start_epoch, run.best_val_f1 = int(payload["epoch"]) + 1, float(payload["best_val_f1"])
+    load_model_state(run.model, run.out / LAST, saved, to_dict(run.cfg))
+    run.optimizer.load_state_dict(saved.optimizer)
+    run.scaler.load_state_dict(saved.scaler)
+    run.s_schedule.load_state_dict(saved.s_schedule)
+    run.start_epoch, run.best_val_f1 = saved.epoch + 1, saved.best_val_f1
     run.epochs = run.start_epoch
-    run.history = list(payload["history"])
-    set_rng_state(payload["rng"])
-
-
-def _repair(out: Path, payload: dict) -> None:
-    """Make best.ckpt and metrics.csv agree with the run's record (last.ckpt: its history and best F1) again
-    after a run was killed between its writes of one epoch (last.ckpt is written first), logging each
-    repair. best.ckpt not of the record's best epoch is replaced by last.ckpt when that is the best epoch
-    (the only case a kill can leave); otherwise its weights are gone, and that is said."""
-    best_path, want = out / BEST, best_epoch(payload)
-    if want is not None:
-        record = (want, float(payload["best_val_f1"]))
-        try:
-            held = load_checkpoint(best_path, mmap=True)  # its record only: the weights are not read
-            has: tuple[int, float] | str = (int(held["epoch"]), float(held["best_val_f1"]))
-        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
-            has = first_line(exc)
-        if has != record:
-            was = (f"held epoch {has[0] + 1} (val F1 {has[1]:.4f})" if isinstance(has, tuple) else
-                   f"was unusable ({has})" if best_path.exists() else "was missing")
-            if want == int(payload["epoch"]):
-                copy_checkpoint(out / LAST, best_path)
-                log.warning("repaired %s: it %s, the run's record names epoch %d (val F1 %.4f) best; it is now "
-                            "that epoch's checkpoint, last.ckpt (the run was stopped between the two writes)",
-                            best_path, was, want + 1, record[1])
-            else:
-                log.warning("%s %s, but the run's record names epoch %d (val F1 %.4f) best, whose weights are no "
-                            "longer on disk; it is replaced when validation F1 next beats %.4f",
-                            best_path, was, want + 1, record[1], record[1])
-    metrics = out / "metrics.csv"
-    text = _metrics_text(payload["history"])
-    if not metrics.is_file() or metrics.read_text(errors="replace") != text:
-        _write_metrics(out, payload["history"])
-        log.warning("repaired %s: rewritten from the run's record (%d epochs)", metrics, len(payload["history"]))
+    run.history = list(saved.history)
+    set_rng_state(saved.rng)
 
 
 def _open_run_folder(run: _Run, objects: _Objects) -> None:
-    """Rank 0: the run folder with config.json, the run's opening log lines and the TensorBoard writer."""
+    """Rank 0: the run's opening log lines and its writer (config.json, TensorBoard)."""
     if run.rank != 0:
         return
-    run.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.out / "config.json", json.dumps(to_dict(run.cfg), indent=2) + "\n")
-    log.debug("config:\n%s", describe(run.cfg))
     log.info("%d training objects, %d validation objects, positive ratio r = %.4f, initial s = %s",
              len(objects.train_ids), len(objects.val_ids), run.ratio, run.s_schedule.s)
-    from torch.utils.tensorboard import SummaryWriter
-
-    run.writer = SummaryWriter(str(run.out / "tensorboard"))
+    run.writer = RunWriter(run.cfg, run.out)
 
 
 def _feed(run: _Run, data: Path, objects: _Objects) -> _Feed:
@@ -419,13 +339,10 @@ def _feed(run: _Run, data: Path, objects: _Objects) -> _Feed:
     if run.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             run.model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = TrainingSamples(data, objects.train_ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed,
-                              objects.held_out)
-    sampler = EpochBatches(len(objects.train_ids), cfg.data.batch_size, cfg.data.repeats, cfg.seed, run.rank,
-                           run.world)
+    dataset = TrainingSamples.from_config(cfg.data, data, objects.train_ids, cfg.seed, objects.held_out)
+    sampler = EpochBatches.from_config(cfg.data, len(objects.train_ids), cfg.seed, run.rank, run.world)
     loader = make_loader(dataset, sampler, cfg.data.num_workers)
-    val = ValidationSet(run.cache, objects.val_ids, objects.held_out or cfg.data.val_points, cfg.data.val_views,
-                        cfg.data.views, cfg.seed, on=cfg.data.val_on, held_out=objects.held_out > 0)
+    val = ValidationSet.from_config(cfg.data, run.cache, objects.val_ids, cfg.seed, objects.held_out)
     if len(sampler) == 0:
         raise ValueError(f"{data}: {len(objects.train_ids)} training objects x {cfg.data.repeats} repeats give no "
                          f"batch of {cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")
@@ -436,10 +353,6 @@ def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str
     """One pass over this epoch's batches: labels v(d, s) on the device, BCE on the logits, one Adam step per
     batch; a non-finite or exploded loss raises TrainingDiverged. Returns the epoch's loss (mean of the
     batches'), train F1, samples/s (all processes) and seconds."""
-    from tqdm import tqdm
-
-    from common.progress import bar_options
-
     cfg, device, world, s_schedule = run.cfg, run.device, run.world, run.s_schedule
     feed.sampler.set_epoch(epoch)
     feed.net.train()
@@ -476,10 +389,9 @@ def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str
             "samples_per_s": n_samples / max(seconds, 1e-9), "seconds": seconds}
 
 
-def _end_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float]) -> None:
-    """Validation F1, the s schedule's step, the epoch's metrics row; then rank 0 logs it and writes
-    last.ckpt (best.ckpt when val F1 improved), metrics.csv, curves.png and TensorBoard, and every process
-    waits for it."""
+def _record_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float]) -> EpochRecord:
+    """After training `epoch`: validation F1, the s schedule's step, and the epoch's metrics row, added to the
+    run's history with its best F1 and epoch count. Writes nothing (rank 0's writer does)."""
     cfg = run.cfg
     val_scores = evaluate(run.model, feed.val, cfg, run.device, run.rank, run.world)
     s_used = run.s_schedule.s
@@ -493,44 +405,11 @@ def _end_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float]) ->
     improved = val_scores["f1"] > run.best_val_f1
     run.best_val_f1 = max(run.best_val_f1, val_scores["f1"])
     run.epochs = epoch + 1
-    if run.rank == 0:
-        log.info("epoch %d/%d: loss %.4f, train F1 %.4f, val F1 %.4f (P %.3f R %.3f IoU %.3f), s %s, "
-                 "%.0f samples/s", epoch + 1, cfg.optim.epochs, row["loss"], row["train_f1"], row["val_f1"],
-                 row["val_precision"], row["val_recall"], row["val_iou"],
-                 "binary" if s_used is None else f"{s_used:.4f}", row["samples_per_s"])
-        if change is not None:
-            log.info("s changed after epoch %d: validation F1 %.4f, s %.4f -> %.4f",
-                     epoch + 1, change.f1, change.old_s, change.new_s)
-        payload = {"config": to_dict(cfg), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                   "scaler": run.scaler.state_dict(), "s_schedule": run.s_schedule.state_dict(), "epoch": epoch,
-                   "best_val_f1": run.best_val_f1, "history": run.history, "rng": rng_state(),
-                   "positive_ratio": run.ratio, "data": run.identity["path"], "data_identity": run.identity}
-        try:
-            # last.ckpt first: a kill before best.ckpt is linked to it leaves a state the next --resume repairs
-            # from last.ckpt (_repair); the other order would leave best.ckpt of an epoch the record never saw
-            save_checkpoint(run.out / LAST, payload)
-            if improved:
-                copy_checkpoint(run.out / LAST, run.out / BEST)
-            _write_metrics(run.out, run.history)
-            _plot(run.out, run.history)
-        except DiskFullError as exc:
-            rerun = "rerun with --resume" if (run.out / LAST).is_file() else "rerun"
-            error = DiskFullError(f"{exc}; free space and {rerun}")
-            error.errno = exc.errno
-            raise error from exc
-        for key in ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s"):
-            run.writer.add_scalar(key, row[key], epoch + 1)
-        if s_used is not None:
-            run.writer.add_scalar("s", s_used, epoch + 1)
-        run.writer.flush()
-    if run.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # nobody starts the next epoch before rank 0's checkpoint is on disk
+    return EpochRecord(row=row, improved=improved, change=change)
 
 
 def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bool = False,
-                 progress: bool = True) -> RunSummary:
+                 progress: bool = True) -> TrainingSummary:
     """Train on the store at `data`, writing the run folder `out` (see docs/TRAINING.md); returns the summary.
 
     resume=True continues from out/last.ckpt (model, optimiser, s state, epoch, RNG); the config must match
@@ -549,19 +428,23 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     store = open_store(data)
     objects = _select(cfg, store, data)
     with _sole_writer(out, resume, rank):
-        identity, payload = _check_run_folder(cfg, store, objects, out, resume, device)
+        identity, saved = _check_run_folder(cfg, store, objects, out, resume, device)
         run = _build(cfg, data, out, device, rank, world, objects, identity, resume)
-        if payload is not None:
-            _restore(run, payload)
+        if saved is not None:
+            _restore(run, saved)
             if rank == 0:
-                _repair(out, payload)
+                repair_run_folder(out, saved)
             if run.start_epoch >= cfg.optim.epochs:
                 return run.summary(started)
             log.info("resuming %s at epoch %d (s = %s)", out, run.start_epoch + 1, run.s_schedule.s)
         _open_run_folder(run, objects)
         feed = _feed(run, data, objects)
         for epoch in range(run.start_epoch, cfg.optim.epochs):
-            _end_epoch(run, feed, epoch, _train_epoch(run, feed, epoch, progress))
+            record = _record_epoch(run, feed, epoch, _train_epoch(run, feed, epoch, progress))
+            if run.writer is not None:
+                run.writer.write_epoch(record, run.state(epoch))
+            if world > 1:
+                dist.barrier()  # nobody starts the next epoch before rank 0's checkpoint is on disk
         if run.writer is not None:
             run.writer.close()
         return run.summary(started)

@@ -77,11 +77,11 @@ def test_predictor_errors(run_dir, tmp_path):
 def test_cli_options_reach_the_config_typed(monkeypatch, tmp_path):
     """A typed option goes to config.apply as the value typer made (no "k=v" text in between); --set is text,
     read by the field's type, and wins over an option for the same field."""
-    import trainer.config
+    import trainer.cli
     import trainer.loop
 
     applied, trained = [], []
-    real_apply = trainer.config.apply
+    real_apply = trainer.cli.apply
 
     def spy_apply(cfg, values):
         applied.append(values)
@@ -89,9 +89,9 @@ def test_cli_options_reach_the_config_typed(monkeypatch, tmp_path):
 
     def no_training(cfg, data, out, **kwargs):
         trained.append(cfg)
-        return trainer.loop.RunSummary(epochs=0, best_val_f1=0.0, final_s=None, seconds=0.0, out=out)
+        return trainer.loop.TrainingSummary(epochs=0, best_val_f1=0.0, final_s=None, seconds=0.0, out=out)
 
-    monkeypatch.setattr(trainer.config, "apply", spy_apply)
+    monkeypatch.setattr(trainer.cli, "apply", spy_apply)
     monkeypatch.setattr(trainer.loop, "run_training", no_training)
     result = CliRunner().invoke(app, ["--data", str(tmp_path), "--out", str(tmp_path / "r"), "--preset", "cpu-test",
                                       "--epochs", "3", "--lr", "0.30000000000000004", "--extractor", "global",

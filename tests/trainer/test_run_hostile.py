@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from inference.predictor import load_predictor, resolve_checkpoint
-from trainer.checkpoint import CheckpointError, best_epoch, load_checkpoint, save_checkpoint
+from trainer.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from trainer.config import from_dict, override, preset, to_dict
 from trainer.loop import run_training
 
@@ -100,8 +100,8 @@ def test_resume_repairs_best_ckpt_left_behind_by_a_kill_between_the_writes(analy
     for name in ("best.ckpt", "metrics.csv"):
         shutil.copy2(out / name, kept / name)
     assert _train(analytic_store, out, *IMPROVES, "--epochs", "2", "--resume").returncode == 0
-    last = load_checkpoint(out / "last.ckpt")
-    assert best_epoch(last) == 1, f"precondition: epoch 2 improves val F1 ({last['history']})"
+    last = load_state(out / "last.ckpt")
+    assert last.best_epoch() == 1, f"precondition: epoch 2 improves val F1 ({last.history})"
     for name in ("best.ckpt", "metrics.csv"):
         os.replace(kept / name, out / name)
     assert resolve_checkpoint(out) == out / "last.ckpt"  # before the repair, eval of the folder takes the best
@@ -111,7 +111,7 @@ def test_resume_repairs_best_ckpt_left_behind_by_a_kill_between_the_writes(analy
     assert f"repaired {out / 'best.ckpt'}: it held epoch 1 (val F1 " in done.stderr
     assert f"repaired {out / 'metrics.csv'}" in done.stderr
     best = load_checkpoint(out / "best.ckpt")
-    assert best["epoch"] == 1 and _same_weights(best["model"], last["model"])
+    assert best["epoch"] == 1 and _same_weights(best["model"], last.model)
     assert f"best val F1 {best['best_val_f1']:.4f}" in done.stdout
     assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
 
@@ -124,13 +124,13 @@ def test_kill_9_right_after_last_ckpt_is_replaced_leaves_best_ckpt_agreeing(anal
     first = _wait_for(lambda: _inode(out / "last.ckpt"), proc, "epoch 1's last.ckpt")
     _wait_for(lambda: _inode(out / "last.ckpt") not in (None, first), proc, "epoch 2's last.ckpt", every=0.0005)
     _kill9(proc)
-    last = load_checkpoint(out / "last.ckpt")
-    assert last["epoch"] == 1 and best_epoch(last) == 1, f"precondition: epoch 2 improves ({last['history']})"
+    last = load_state(out / "last.ckpt")
+    assert last.epoch == 1 and last.best_epoch() == 1, f"precondition: epoch 2 improves ({last.history})"
 
     done = _train(analytic_store, out, *IMPROVES, "--epochs", "2", "--resume")
     assert done.returncode == 0, done.stderr
     best = load_checkpoint(out / "best.ckpt")
-    assert best["epoch"] == best_epoch(last) and _same_weights(best["model"], last["model"])
+    assert best["epoch"] == last.best_epoch() and _same_weights(best["model"], last.model)
     assert f"best val F1 {best['best_val_f1']:.4f}" in done.stdout
 
 

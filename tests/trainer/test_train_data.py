@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.schema import N_POINTS, open_store
+from trainer.config import DataConfig
 from trainer.data import (
     EpochBatches,
     ObjectCache,
@@ -14,10 +15,11 @@ from trainer.data import (
     TrainingSamples,
     ValidationSet,
     positive_ratio,
-    prepare_view,
     split_rows,
+    training_object_ids,
 )
 from trainer.models.network import project
+from trainer.views import prepare_view
 
 
 def test_prepare_view_composites_rgba_on_white():
@@ -122,8 +124,12 @@ def test_samples_are_a_pure_function_of_the_key_and_skip_held_out_points(analyti
     np.testing.assert_array_equal(val.picks[1][2], np.arange(N_POINTS - 128, N_POINTS))
     inside = data.cache.point_arrays("box_a")["inside"]
     assert inside[: N_POINTS - 128].mean() > 2 * inside[N_POINTS - 128:].mean()  # why the choice matters
-    with pytest.raises(ValueError, match="choose stored or uniform"):
-        ValidationSet(data.cache, ids, n_points=2000, n_views=1, on="balanced")
+    # built from the data section as a run builds it, with its check: the same picks, and val_on refused by name
+    val = ValidationSet.from_config(DataConfig(val_points=9999, val_views=1, val_on="uniform"), data.cache, ids, 3,
+                                    held_out=2000)
+    np.testing.assert_array_equal(val.picks[1][2], held[held >= N_POINTS - 128])
+    with pytest.raises(ValueError, match="data.val_on must be one of"):
+        ValidationSet.from_config(DataConfig(val_on="balanced"), data.cache, ids, 3)
 
 
 def test_batch_contents(analytic_store):
@@ -150,3 +156,13 @@ def test_positive_ratio(analytic_store):
     cache = ObjectCache(analytic_store)
     expected = np.mean([cache.point_arrays(o)["inside"].mean() for o in ("sphere_a", "box_a")])
     assert positive_ratio(cache, ["sphere_a", "box_a"]) == pytest.approx(expected)
+
+
+def test_training_object_ids_of_the_split_or_the_named_objects_of_any_split(analytic_store):
+    store = open_store(analytic_store)
+    assert training_object_ids(store, DataConfig(train_split="train")) == store.split("train")
+    named = DataConfig(train_split="train", objects=("box_b", "sphere_b", "box_a"))  # test, val and train objects
+    assert sorted(store.split("train")) == ["box_a", "sphere_a"]
+    assert training_object_ids(store, named) == [o for o in store.object_ids if o in named.objects]
+    with pytest.raises(ValueError, match="no objects"):
+        training_object_ids(store, DataConfig(objects=("nope",)))
