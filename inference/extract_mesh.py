@@ -185,7 +185,7 @@ def _evaluate(field: CountingField, values: np.ndarray, known: np.ndarray, need:
 # ---- marching cubes ------------------------------------------------------------------------------------
 def _marching_cubes(values: np.ndarray, resolution: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """values: (resolution+1,)*3 occupancies on the grid -> vertices (V, 3) float32, faces (F, 3) int64."""
-    from skimage.measure import marching_cubes
+    from skimage.measure import marching_cubes  # scikit-image (with scipy) loads only when a mesh is extracted
 
     padded = np.pad(values, 1, constant_values=0.0)  # one layer outside the box: meshes always close
     # Only a cell with a corner at or above the threshold can hold a face: march over the box of those corners

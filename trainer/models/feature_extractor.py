@@ -23,7 +23,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def resnet18_backbone(pretrained: bool) -> nn.Module:
     """torchvision's ResNet-18, from scratch or (pretrained=True) from its ImageNet weights."""
-    from torchvision.models import ResNet18_Weights, resnet18
+    from torchvision.models import ResNet18_Weights, resnet18  # seconds to import; only building a network needs it
 
     if not pretrained:
         return resnet18(weights=None)
