@@ -17,6 +17,7 @@ import numpy as np
 
 from common.errors import first_line
 
+# trimesh is imported where a mesh is read: heavy, and the manifest and config import this module for its names
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
 # Coordinates beyond this are refused: triangle areas square the coordinates and their norms square them again,
 # which overflows float64 from about 1e77; no real part is 1e30 units of anything wide (1e30 nm is 1e12 km).
