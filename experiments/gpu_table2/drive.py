@@ -17,6 +17,7 @@ scored so far stay in its metrics.csv.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -117,14 +118,25 @@ class _Job:
     started: float
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGKILL when the driver ends, however it ends (a driver
+    killed by a timeout left 1000-epoch trainings running on a shared machine: their own session keeps them
+    out of the driver's process group)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """A subprocess in its own session (so a stop reaches its data-loader workers too), output in log_path."""
+    """A subprocess in its own session (so a stop reaches its data-loader workers too) that dies with the driver,
+    output in log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as f:
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:

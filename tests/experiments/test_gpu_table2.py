@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +121,27 @@ def test_the_bf16_network_that_comes_back_restores_to_a_checkpoint(one_call, dem
     # bf16 keeps 8 significant bits of each weight: occupancies within 0.02 of the float32 network's (at most
     # 0.003 measured on the rehearsal's nearly untrained networks)
     np.testing.assert_allclose(restored.field(*view)(points), original.field(*view)(points), atol=0.02)
+
+
+def test_a_training_dies_with_its_driver_however_the_driver_ends(tmp_path):
+    # a driver killed from outside (a CI timeout, kill -9) must not leave its trainings running on the machine
+    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
+              "from experiments.gpu_table2.drive import _start\n"
+              "p = _start([sys.executable, '-c', 'import time; time.sleep(120)'], {}, Path(sys.argv[2]))\n"
+              "print(p.pid, flush=True); time.sleep(120)\n")
+    driver = subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(tmp_path / "log")],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(driver.stdout.readline())
+    os.kill(child, 0)  # running
+    driver.kill()
+    driver.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the training outlived its driver")
