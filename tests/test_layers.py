@@ -67,3 +67,63 @@ def test_no_private_names_cross_modules():
                 if private:
                     wrong.append(f"{path.relative_to(ROOT)}:{line} imports {private} from {module}")
     assert not wrong, wrong
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the modules of this project its file imports, function-level imports included. `from a import b`
+    is an edge to `a.b` when that is a module, else to `a`; an edge goes to the file named, not to the packages
+    above it (a package's __init__ that re-exports its modules is a facade, not a cycle)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for module, names, _ in _imports(path):
+            subs = [f"{module}.{n}" for n in names if f"{module}.{n}" in modules]
+            edges |= set(subs) if subs and len(subs) == len(names) else set(subs) | ({module} & modules.keys())
+        graph[name] = edges - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_file_level_import_cycle():
+    # an import inside a function counts: it hides a cycle rather than removing it
+    assert not _cycles(_module_graph())
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not _cycles({"a": {"b"}, "b": set()})
