@@ -16,47 +16,29 @@ import pytest
 
 from common.atomic import DiskFullError
 from pipeline import schema
-from pipeline.manifest import folder_manifest
 from pipeline.runner import run_preprocess
 from pipeline.stages.validate import validate_store
-from tests.conftest import part_name
+from tests.pipeline.small_stores import TEST_ID, copy_store, part_folder, preprocessed, small_manifest
 from tests.store_edits import rename_object
 
 APS = Path(sys.executable).with_name("aps")
-TEST_ID = "arm_link-iiwa_link_6"
-
-
-def _manifest(folder: Path, test: tuple[str, ...] = (TEST_ID,)):
-    m = folder_manifest(folder)
-    m.params = {"views": {"n_views": 2}, "n_reference": 2000}
-    m.split = {"method": "lists", "val": [], "test": list(test)}
-    return m
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, robosuite_meshes) -> Path:
     """3 real parts: 2 in one train shard, 1 test object with reference data."""
-    root = tmp_path_factory.mktemp("hostile_parts")
-    for cat, paths in robosuite_meshes.items():
-        (root / cat).mkdir()
-        for p in (paths[:2] if cat == "arm_link" else paths[1:2]):
-            shutil.copy(p, root / cat / part_name(p))
-    return root
+    return part_folder(tmp_path_factory.mktemp("hostile_parts"), robosuite_meshes,
+                       {"arm_link": slice(2), "gripper_part": slice(1, 2)})
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory, parts) -> Path:
-    store = tmp_path_factory.mktemp("hostile_pristine") / "store"
-    summary = run_preprocess(_manifest(parts), store, scheduler="serial")
-    assert summary.done == 3 and not summary.failed
-    return store
+    return preprocessed(parts, tmp_path_factory.mktemp("hostile_pristine") / "store", 3)
 
 
 @pytest.fixture
 def store(tmp_path, pristine) -> Path:
-    copy = tmp_path / "store"
-    shutil.copytree(pristine, copy)
-    return copy
+    return copy_store(pristine, tmp_path)
 
 
 def _train_shard(store: Path) -> tuple[str, list[str]]:
@@ -123,7 +105,7 @@ def test_an_edited_array_shape_is_damage_not_fill_values_and_a_rerun_redoes_it(s
     with pytest.raises(schema.DamagedObjectError, match="points/zarr.json differs"):
         schema.open_store(store).read_shard(shard, ["points"])
     assert sorted(p.split(":")[0] for p in validate_store(store)) == sorted(oids)
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert again.done == len(oids) and sorted(again.repaired) == sorted(oids) and validate_store(store) == []
     assert schema.open_store(store).read(oids[0], "points").shape == (10000, 3)
 
@@ -165,7 +147,7 @@ def test_an_edited_shard_or_index_is_damage_and_a_rerun_repairs_it(store, parts)
 
     index_file.write_text(good_index)
     meta.write_bytes(good.replace(b'"category": "arm_link"', b'"category": "arm_lonk"', 1))
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert sorted(again.repaired) == sorted(oids) and validate_store(store) == []
     after = schema.open_store(store)
     assert after.info(oids[0])["category"] == "arm_link"
@@ -184,7 +166,7 @@ def test_a_store_without_metadata_checksums_still_reads_and_a_rerun_adds_them(st
     meta.write_text(meta.read_text().replace("10000", "10001", 1))
     with pytest.raises(schema.DamagedObjectError, match="udf/zarr.json differs"):
         schema.open_store(store).read(oids[0], "udf")
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert sorted(again.repaired) == sorted(oids) and again.skipped == 1
     upgraded = json.loads((store / "index.json").read_text())
     assert set(upgraded["metadata"]) == {"zarr.json", "shards/zarr.json", *(f"shards/{s}/zarr.json" for s in
@@ -219,7 +201,7 @@ def test_another_dataset_into_a_store_is_refused_unless_replace_dataset(store, p
     before = sorted((p.relative_to(store), p.read_bytes()) for p in store.rglob("*") if p.is_file()
                     and p.name != schema.LOCK_FILE)
     with pytest.raises(schema.StoreError) as err:
-        run_preprocess(_manifest(other, test=()), store, scheduler="serial")
+        run_preprocess(small_manifest(other, test=()), store, scheduler="serial")
     assert str(err.value) == (f"{store}: holds dataset 'hostile_parts0' (3 objects), not 'other_parts'; "
                               "preprocessing 'other_parts' into it would delete them: give --out another folder, "
                               "or pass --replace-dataset to replace that dataset")

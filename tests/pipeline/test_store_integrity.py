@@ -15,46 +15,29 @@ import numpy as np
 import pytest
 
 from pipeline import schema
-from pipeline.manifest import folder_manifest
 from pipeline.runner import run_preprocess
 from pipeline.stages.validate import validate_store
-from tests.conftest import part_name
+from tests.pipeline.small_stores import copy_store, part_folder, preprocessed, small_manifest
 
 ROOT = Path(__file__).parents[2]
 APS = Path(sys.executable).with_name("aps")
 
 
-def _manifest(folder: Path):
-    m = folder_manifest(folder)
-    m.params = {"views": {"n_views": 2}, "n_reference": 2000}
-    m.split = {"method": "lists", "val": [], "test": ["arm_link-iiwa_link_6"]}
-    return m
-
-
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, robosuite_meshes) -> Path:
     """4 real parts: 3 in one train shard, 1 test object with reference data."""
-    root = tmp_path_factory.mktemp("parts")
-    for cat, paths in robosuite_meshes.items():
-        (root / cat).mkdir()
-        for p in paths[:2]:
-            shutil.copy(p, root / cat / part_name(p))
-    return root
+    return part_folder(tmp_path_factory.mktemp("parts"), robosuite_meshes,
+                       {"arm_link": slice(2), "gripper_part": slice(2)})
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory, parts) -> Path:
-    store = tmp_path_factory.mktemp("pristine") / "store"
-    summary = run_preprocess(_manifest(parts), store, scheduler="serial")
-    assert summary.done == 4 and not summary.failed
-    return store
+    return preprocessed(parts, tmp_path_factory.mktemp("pristine") / "store", 4)
 
 
 @pytest.fixture
 def store(tmp_path, pristine) -> Path:
-    copy = tmp_path / "store"
-    shutil.copytree(pristine, copy)
-    return copy
+    return copy_store(pristine, tmp_path)
 
 
 def _train_shard(store: Path) -> tuple[str, list[str]]:
@@ -79,7 +62,7 @@ def test_deleted_chunk_file_is_an_error_not_fill_values_and_a_rerun_redoes_its_o
         schema.open_store(store).read_shard(shard, ["points"])
     problems = validate_store(store)
     assert sorted(p.split(":")[0] for p in problems) == sorted(oids)
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert again.done == len(oids) and again.skipped == 4 - len(oids) and sorted(again.repaired) == sorted(oids)
     assert validate_store(store) == []
     fresh = schema.open_store(store)
@@ -94,7 +77,7 @@ def test_truncated_inside_file_is_found_by_load_validation_and_rerun(store, part
     with pytest.raises(schema.DamagedObjectError, match=f"{oids[1]}.*inside.*0 bytes"):
         schema.open_store(store).read(oids[1], "inside")
     assert len(validate_store(store)) == len(oids)
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert again.done == len(oids) and validate_store(store) == []
 
 
@@ -116,7 +99,7 @@ def test_flipped_bytes_in_one_objects_chunk_damage_only_that_object(store, parts
         if oid != victim:
             assert s.load(oid)["images"].shape == (2, 137, 137, 4)
     assert [p.split(":")[0] for p in validate_store(store)] == [victim]
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert again.done == 1 and list(again.repaired) == [victim] and validate_store(store) == []
 
 
@@ -160,7 +143,7 @@ def test_a_shard_written_without_checksums_is_refused_then_redone_identically(st
     meta.write_text(json.dumps(doc))
     with pytest.raises(schema.StoreError, match="without checksums"):
         schema.open_store(store)
-    again = run_preprocess(_manifest(parts), store, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert again.done == len(oids) and "unverifiable" in again.line()
     s = schema.open_store(store)
     for oid in oids:
@@ -186,12 +169,12 @@ def test_second_writer_is_refused_and_a_killed_writer_leaves_no_stuck_lock(store
     holder = _holder(store)
     try:
         with pytest.raises(schema.StoreLockedError, match=f"holder-run \\(pid {holder.pid}"):
-            run_preprocess(_manifest(parts), store, scheduler="serial")
+            run_preprocess(small_manifest(parts), store, scheduler="serial")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert validate_store(store) == []  # the refused run touched nothing
-    summary = run_preprocess(_manifest(parts), store, scheduler="serial")  # kill -9 released the lock
+    summary = run_preprocess(small_manifest(parts), store, scheduler="serial")  # kill -9 released the lock
     assert summary.skipped == 4 and not summary.failed
 
 
@@ -231,7 +214,7 @@ def test_a_non_empty_folder_that_is_not_a_store_is_refused_untouched(tmp_path, p
     (out / "shards" / "2023_photos").mkdir(parents=True)
     (out / "shards" / "2023_photos" / "IMG_0001.jpg").write_bytes(b"\xff\xd8 a photo")
     with pytest.raises(schema.StoreError, match="not empty and is not an aps store"):
-        run_preprocess(_manifest(parts), out, scheduler="serial")
+        run_preprocess(small_manifest(parts), out, scheduler="serial")
     assert (out / "shards" / "2023_photos" / "IMG_0001.jpg").read_bytes() == b"\xff\xd8 a photo"
     assert sorted(p.name for p in out.iterdir()) == ["shards"]
 
@@ -245,7 +228,7 @@ def test_reruns_delete_only_their_own_shards(store, parts):
     old_shard, oids = _train_shard(store)
     # every object of the train shard redone (its points file deleted), so that shard is unused afterwards
     _chunk_file(store, old_shard, "points").unlink()
-    summary = run_preprocess(_manifest(parts), store, scheduler="serial")
+    summary = run_preprocess(small_manifest(parts), store, scheduler="serial")
     assert summary.done == len(oids)
     assert not (store / schema.SHARDS_DIR / old_shard).exists()  # ours, unused: removed
     assert foreign.is_dir() and tmp_like.is_dir()  # not ours: kept

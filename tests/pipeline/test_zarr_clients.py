@@ -16,38 +16,22 @@ import xarray as xr
 import zarr
 
 from pipeline import schema
-from pipeline.manifest import folder_manifest
 from pipeline.runner import run_preprocess
-from tests.conftest import part_name
+from tests.pipeline.small_stores import TEST_ID, part_folder, preprocessed, small_manifest
 
-TEST_ID = "arm_link-iiwa_link_6"
 STEPS = {"points": schema.POINT_STEP, "udf": schema.UDF_STEP}
-
-
-def _manifest(folder: Path):
-    m = folder_manifest(folder)
-    m.params = {"views": {"n_views": 2}, "n_reference": 2000}
-    m.split = {"method": "lists", "val": [], "test": [TEST_ID]}
-    return m
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, robosuite_meshes) -> Path:
     """3 real parts: 2 in one train shard, 1 test object with reference arrays."""
-    root = tmp_path_factory.mktemp("parts")
-    for cat, paths in robosuite_meshes.items():
-        (root / cat).mkdir()
-        for p in paths[:2 if cat == "arm_link" else 1]:
-            shutil.copy(p, root / cat / part_name(p))
-    return root
+    return part_folder(tmp_path_factory.mktemp("parts"), robosuite_meshes,
+                       {"arm_link": slice(2), "gripper_part": slice(1)})
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, parts) -> Path:
-    path = tmp_path_factory.mktemp("clients") / "store"
-    summary = run_preprocess(_manifest(parts), path, scheduler="serial")
-    assert summary.done == 3 and not summary.failed
-    return path
+    return preprocessed(parts, tmp_path_factory.mktemp("clients") / "store", 3)
 
 
 def _members(store: Path) -> dict[str, zarr.Group | zarr.Array]:
@@ -175,7 +159,7 @@ def test_a_rerun_upgrades_an_older_store_in_place_metadata_only(tmp_path, store,
         warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
         with pytest.raises(KeyError):
             zarr.open_group(str(old), mode="r")["shards"]  # before: the hierarchy stops at the root
-    again = run_preprocess(_manifest(parts), old, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), old, scheduler="serial")
     assert (again.done, again.skipped, again.failed) == (0, 3, [])
     _upgraded_in_place(old, loaded, chunks)
     assert isinstance(_members(old)["shards"], zarr.Group)
@@ -207,7 +191,7 @@ def test_an_upgrade_killed_midway_is_finished_by_the_next_run_without_recomputin
     else:
         with pytest.raises(schema.DamagedObjectError, match="rerun `aps preprocess`"):
             schema.open_store(old)
-    again = run_preprocess(_manifest(parts), old, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), old, scheduler="serial")
     assert (again.done, again.skipped, again.failed) == (0, 3, [])
     _upgraded_in_place(old, loaded, chunks)
 
@@ -220,6 +204,6 @@ def test_the_shards_group_is_in_the_checksum_chain(tmp_path, store, parts):
     meta.write_text(meta.read_text().replace('"group"', '"array"'))
     with pytest.raises(schema.DamagedObjectError, match="shards/zarr.json"):
         schema.open_store(copy)
-    again = run_preprocess(_manifest(parts), copy, scheduler="serial")
+    again = run_preprocess(small_manifest(parts), copy, scheduler="serial")
     assert (again.done, again.skipped) == (0, 3)
     assert isinstance(_members(copy)["shards"], zarr.Group)
