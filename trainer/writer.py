@@ -165,6 +165,6 @@ def repair_run_folder(out: Path, state: TrainingState) -> None:
                             best_path, was, want + 1, record[1], record[1])
     metrics = out / "metrics.csv"
     text = metrics_text(state.history)
-    if not metrics.is_file() or metrics.read_text(errors="replace") != text:
+    if not metrics.is_file() or metrics.read_bytes() != text.encode():  # bytes: the csv rows end in \r\n
         _write_metrics(out, state.history)
         log.warning("repaired %s: rewritten from the run's record (%d epochs)", metrics, len(state.history))
