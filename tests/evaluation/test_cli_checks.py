@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from aps.cli import app
+from tests.grid_cases import RESOLUTION_CASES, RESOLUTION_IDS
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
 SMALL = ["--resolution", "16", "--coarse", "8", "--silhouette-views", "2", "--no-pictures", "--scheduler", "serial"]
@@ -52,13 +53,7 @@ def outputs(eval_store, tmp_path_factory):
     return {"train": run, "eval": root / "eval", "reconstruct": root / "recon"}
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--resolution", "0"], "--resolution must be an integer in [8, 1024] (grid cells per axis; 1024 takes ~13 GB), "
-                            "got 0"),
-    (["--resolution", "-5"], "--resolution must be an integer in [8, 1024] (grid cells per axis; 1024 takes ~13 GB),"
-                             " got -5"),
-    (["--resolution", "3000", "--coarse", "0"], "--resolution must be an integer in [8, 1024] (grid cells per axis; "
-                                                "1024 takes ~13 GB), got 3000"),
+@pytest.mark.parametrize("options, message", RESOLUTION_CASES + [
     (["--resolution", "24", "--coarse", "8"], "--coarse must be 0 or at least --resolution (the dense grid), or a "
                                               "grid that --resolution 24 is a power of two times (12, 6, 3), got 8"),
     (["--coarse", "-8"], "--coarse must be 0 or at least --resolution (the dense grid), or a grid that --resolution "
@@ -69,7 +64,7 @@ def outputs(eval_store, tmp_path_factory):
     (["--limit", "0"], "--limit must be an integer >= 1, got 0"),
     (["--per-category", "0"], "--per-category must be an integer >= 1, got 0"),
     (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
-], ids=["resolution-0", "resolution-negative", "resolution-3000-dense", "coarse-not-a-divisor", "coarse-negative",
+], ids=RESOLUTION_IDS + ["coarse-not-a-divisor", "coarse-negative",
         "view-negative", "silhouette-views-0", "batch-size-0", "limit-0", "per-category-0", "workers-0"])
 def test_eval_options_no_object_can_use_are_refused_before_anything_is_written(options, message, outputs,
                                                                                 eval_store, tmp_path):

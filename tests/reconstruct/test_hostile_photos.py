@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from aps.cli import app
 from reconstruct.photos import read_photo
+from tests.grid_cases import RESOLUTION_CASES, RESOLUTION_IDS
 from trainer.checkpoint import save_checkpoint
 from trainer.config import preset, to_dict
 from trainer.models import build_model
@@ -158,13 +159,7 @@ def test_the_photo_folder_is_not_its_own_out_and_a_subfolder_is(checkpoint, tmp_
 
 
 # ---- D8: grid and thread options ------------------------------------------------------------------------------
-@pytest.mark.parametrize("options, message", [
-    (["--resolution", "0"], "--resolution must be an integer in [8, 1024] (grid cells per axis; 1024 takes ~13 GB), "
-                            "got 0"),
-    (["--resolution", "-5"], "--resolution must be an integer in [8, 1024] (grid cells per axis; 1024 takes ~13 GB),"
-                             " got -5"),
-    (["--resolution", "3000", "--coarse", "0"], "--resolution must be an integer in [8, 1024] (grid cells per axis; "
-                                                "1024 takes ~13 GB), got 3000"),
+@pytest.mark.parametrize("options, message", RESOLUTION_CASES + [
     (["--resolution", "128", "--coarse", "-4"], "--coarse must be 0 or at least --resolution (the dense grid), or "
                                                 "a grid that --resolution 128 is a power of two times (64, 32, 16, "
                                                 "8, 4, 2), got -4"),
@@ -172,7 +167,7 @@ def test_the_photo_folder_is_not_its_own_out_and_a_subfolder_is(checkpoint, tmp_
                                                "grid that --resolution 96 is a power of two times (48, 24, 12, 6, "
                                                "3), got 32"),
     (["--threads", "0"], "--threads must be an integer >= 1, got 0"),
-], ids=["resolution-0", "resolution-negative", "resolution-3000-dense", "coarse-negative", "coarse-not-a-divisor",
+], ids=RESOLUTION_IDS + ["coarse-negative", "coarse-not-a-divisor",
         "threads-0"])
 def test_grid_and_thread_options_no_run_can_use_are_refused_before_anything_is_written(options, message, checkpoint,
                                                                                        tmp_path):
