@@ -15,6 +15,7 @@ from evaluation.config import EvalConfig
 from evaluation.runner import evaluate_store, iou_box
 from pipeline.schema import open_store
 from tests.evaluation import fields
+from tests.evaluation.conftest import preprocessed_sphere
 
 N_REFERENCE = 100_000  # OccNet's count: the Monte-Carlo noise of an IoU is ~0.002 here
 
@@ -22,20 +23,10 @@ N_REFERENCE = 100_000  # OccNet's count: the Monte-Carlo noise of an IoU is ~0.0
 @pytest.fixture(scope="module")
 def sphere_store(tmp_path_factory):
     """A store holding one test object: an icosphere (20,480 faces) normalised to the unit cube, radius ~0.5."""
-    from pipeline.manifest import folder_manifest
-    from pipeline.runner import run_preprocess
-
-    root = tmp_path_factory.mktemp("sphere_meshes")
-    (root / "ball").mkdir()
-    trimesh.creation.icosphere(subdivisions=5, radius=3.0).export(root / "ball" / "sphere.stl")
-    manifest = folder_manifest(root)
-    manifest.split = {"method": "lists", "test": ["ball-sphere"]}
-    manifest.params = {"views": {"n_views": 2, "image_size": 64}, "n_reference": N_REFERENCE}
-    path = tmp_path_factory.mktemp("sphere_store") / "store"
-    assert run_preprocess(manifest, path, scheduler="serial").done == 1
+    path, mesh_file = preprocessed_sphere(tmp_path_factory, subdivisions=5, n_reference=N_REFERENCE)
     store = open_store(path)
     o = store.load("ball-sphere", ["ref_uniform_points", "scale", "center"])
-    mesh = trimesh.load(root / "ball" / "sphere.stl")
+    mesh = trimesh.load(mesh_file)
     mesh.vertices = (mesh.vertices - o["center"]) / o["scale"]
     return store, mesh.volume, o["ref_uniform_points"]
 

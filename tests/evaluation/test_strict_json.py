@@ -10,13 +10,13 @@ import math
 
 import numpy as np
 import pytest
-import trimesh
 
 from evaluation.config import EvalConfig
 from evaluation.report import read_metrics_csv
 from evaluation.runner import evaluate_store
 from pipeline.schema import open_store
 from tests.evaluation import fields
+from tests.evaluation.conftest import preprocessed_sphere
 
 
 def strict(path) -> object:
@@ -29,17 +29,7 @@ def strict(path) -> object:
 @pytest.fixture(scope="module")
 def sphere_store(tmp_path_factory):
     """One test object, an icosphere: a smooth reference, so its ECD is undefined."""
-    from pipeline.manifest import folder_manifest
-    from pipeline.runner import run_preprocess
-
-    root = tmp_path_factory.mktemp("smooth_meshes")
-    (root / "ball").mkdir()
-    trimesh.creation.icosphere(subdivisions=4, radius=3.0).export(root / "ball" / "sphere.stl")
-    manifest = folder_manifest(root)
-    manifest.split = {"method": "lists", "test": ["ball-sphere"]}
-    manifest.params = {"views": {"n_views": 2, "image_size": 64}, "n_reference": 20000}
-    path = tmp_path_factory.mktemp("smooth_store") / "store"
-    assert run_preprocess(manifest, path, scheduler="serial").done == 1
+    path, _ = preprocessed_sphere(tmp_path_factory, subdivisions=4, n_reference=20000)
     return open_store(path)
 
 
