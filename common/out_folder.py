@@ -60,9 +60,7 @@ def folder_holds(path: str | Path) -> tuple[str, list[str]] | None:
     if not path.is_dir():
         return None
     for command, (_, names) in MARKS.items():
-        found = [n for n in names if (path / n).exists()]
-        if command == "reconstruct":
-            found = _reconstructions(path)
+        found = _reconstructions(path) if command == "reconstruct" else [n for n in names if (path / n).exists()]
         if found:
             return command, found
     return None

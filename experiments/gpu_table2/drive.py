@@ -35,7 +35,7 @@ from common.atomic import atomic_write, atomic_write_text
 from evaluation.report import markdown, read_metrics_csv
 from experiments.ablation.plan import VARIANTS, Layout, Plan, Variant, read_curve
 from experiments.ablation.run import ROOT, aps_command, check_plan, train_args, write_reports
-from experiments.gpu_table2.score import SCORE_FILE
+from experiments.gpu_table2.score import SCORE_FILE, strict_json
 from experiments.gpu_table2.weights import FILE_LIMIT, export_bf16
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ MISSING_THERE = ("open3d", "igl", "pysdf", "dask", "distributed", "rtree", "casc
 # What may come back from the GPU machine ($OUT): at most 8 files of at most 16 MiB, named in letters, digits,
 # '.', '_' and '-'. Four are these; the rest are the exported networks' parts (two each).
 TABLE_MD, TABLE_JSON, CURVES, ARCHIVE = "table2.md", "table2.json", "learning_curves.png", "gpu_table2.tar.gz"
+OWN_FILES = (TABLE_MD, TABLE_JSON, CURVES, ARCHIVE)  # beside the networks' parts
 MAX_FILES = 8
 
 
@@ -165,7 +166,6 @@ class _Schedule:
         self.settings, self.data, self.layout = settings, data, Layout(work)
         self.plan = settings.plan
         self.train_deadline, self.score_deadline = settings.budget.deadlines(start)
-        self.start = start
         self.to_train = [VARIANTS[name] for name in self.plan.variants]
         self.to_score: list[Variant] = []
         self.running: list[_Job] = []
@@ -184,7 +184,7 @@ class _Schedule:
                 "--data", str(self.data), "--out", str(self.layout.eval_dir(variant, self.seed)),
                 "--resolution", str(plan.eval_resolution), "--coarse", str(plan.eval_coarse or 0),
                 "--view", str(plan.eval_view), "--samples", str(self.settings.n_samples),
-                "--workers", str(workers), "--device", _score_device(plan.device)]
+                "--workers", str(workers), "--device", plan.device]
         if plan.eval_limit is not None:
             args += ["--limit", str(plan.eval_limit)]
         return aps_command(args, plan.threads, module="experiments.gpu_table2")
@@ -280,26 +280,12 @@ class _Schedule:
             self._finish(job, job.proc.returncode, stopped=True)
 
 
-def _score_device(device: str) -> str:
-    return "cpu" if device == "cpu" else ("cuda" if device in ("auto", "cuda") else device)
-
-
 def _machine() -> dict[str, object]:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "gpu": gpu, "cpus": os.cpu_count()}
-
-
-def _strict(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    return value
 
 
 def _read_table(path: Path) -> list[list[str]]:
@@ -356,7 +342,7 @@ def write_bundle(schedule: _Schedule, out: Path, seconds: float, final: bool) ->
         "objects": objects,
         "curves": {name: read_curve(layout.run_dir(VARIANTS[name], schedule.seed)) for name in plan.variants},
     }
-    atomic_write_text(out / TABLE_JSON, json.dumps(_strict(record), indent=1, allow_nan=False))
+    atomic_write_text(out / TABLE_JSON, json.dumps(strict_json(record), indent=1, allow_nan=False))
     atomic_write_text(out / TABLE_MD, _markdown(schedule, record, work))
     _archive(work, out / ARCHIVE)
     return check_returnable(out)
@@ -417,8 +403,8 @@ def check_returnable(out: Path) -> list[str]:
 
 
 def _export(schedule: _Schedule, out: Path) -> None:
-    """The chosen variants' last.ckpt as bf16 parts in OUT, as many networks as fit beside the 4 other files."""
-    free = MAX_FILES - 4
+    """The chosen variants' last.ckpt as bf16 parts in OUT, as many networks as fit beside OWN_FILES."""
+    free = MAX_FILES - len(OWN_FILES)
     for name in schedule.settings.export:
         variant = VARIANTS.get(name)
         ckpt = schedule.layout.run_dir(variant, schedule.seed) / "last.ckpt" if variant else None
@@ -444,7 +430,7 @@ def _export(schedule: _Schedule, out: Path) -> None:
 def _clear_own_files(out: Path) -> None:
     """A rerun into the same OUT starts without the files an earlier run left there (only ours)."""
     for p in out.iterdir():
-        if p.is_file() and (p.name in (TABLE_MD, TABLE_JSON, CURVES, ARCHIVE) or ".bf16-" in p.name):
+        if p.is_file() and (p.name in OWN_FILES or ".bf16-" in p.name):
             p.unlink()
 
 

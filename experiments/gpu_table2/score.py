@@ -55,14 +55,14 @@ class ScoreSettings:
     """KD-tree query threads (-1: every core)"""
 
 
-def _strict(value):
-    """JSON-safe copy: NaN and infinities -> None (eval.json is strict JSON)."""
+def strict_json(value):
+    """JSON-safe copy: NaN and infinities -> None, keys as text (table2.json and the records are strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
+        return {str(k): strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
+        return [strict_json(v) for v in value]
     return value
 
 
@@ -117,7 +117,7 @@ def score_run(checkpoint: str | Path, data: str | Path, out: str | Path, setting
                   "objects_scored": len(rows), "objects": len(object_ids), "complete": len(rows) == len(object_ids),
                   "iou_box": iou_box(store), "settings": asdict(settings), "device": device,
                   "seconds": round(time.monotonic() - started, 1)}
-        atomic_write_text(out / SCORE_FILE, json.dumps(_strict(record), indent=1, allow_nan=False))
+        atomic_write_text(out / SCORE_FILE, json.dumps(strict_json(record), indent=1, allow_nan=False))
         log.info("%s: IoU %.3f, F-score@1%% %.3f (%d/%d)", object_id, row["iou"], row["fscore"], len(rows),
                  len(object_ids))
     return rows
