@@ -294,10 +294,13 @@ def check_grid(resolution: int, coarse: int | None) -> None:
                          f"axis; {MAX_RESOLUTION} takes ~13 GB), got {resolution}")
     if coarse is None or coarse == 0 or coarse >= resolution:
         return
-    if coarse < 2 or resolution % coarse or (resolution // coarse) & (resolution // coarse - 1):
+    try:
+        _levels(resolution, coarse)
+    except ValueError:
         fits = [resolution >> k for k in range(1, 10) if resolution >> k >= 2 and (resolution >> k) << k == resolution]
         raise ValueError(f"--coarse must be 0 or at least --resolution (the dense grid), or a grid that --resolution "
-                         f"{resolution} is a power of two times ({', '.join(map(str, fits)) or 'none'}), got {coarse}")
+                         f"{resolution} is a power of two times ({', '.join(map(str, fits)) or 'none'}), got {coarse}"
+                         ) from None
 
 
 def extract_mesh(field: Field, resolution: int = 256, coarse: int | None = 32, threshold: float = THRESHOLD,
