@@ -7,6 +7,7 @@ a checkpoint through trainer.checkpoint's TrainingState, as a resume does.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _record_best(folder: Path) -> Path:
+    """Which of the two to use, decided once for each version of the two files (eval asks for every object)."""
+    def version(name: str) -> tuple[int, int, int]:
+        st = (folder / name).stat()
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    return _record_best_of(folder, version(BEST), version(LAST))
+
+
+@functools.lru_cache(maxsize=64)
+def _record_best_of(folder: Path, _best: tuple[int, int, int], _last: tuple[int, int, int]) -> Path:
     best, last = folder / BEST, folder / LAST
     try:  # the records only (mmap: the weights are not read)
         record, held = load_state(last, mmap=True), load_state(best, mmap=True)
