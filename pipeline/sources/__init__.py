@@ -26,7 +26,7 @@ from pipeline.sources import folder, imnet, pypi_wheel, shapenet, step
 from pipeline.sources.keys import Key
 from pipeline.sources.r2n2 import METADATA_FILE, load_r2n2_views, view_files
 from pipeline.sources.spec import ObjectSpec, SourceError, decode_extras, encode_extras, make_object_id
-from pipeline.stages.load import DEFAULT_MAX_TRIANGLES, MeshError, load_mesh, referenced_files
+from pipeline.stages.load import DEFAULT_MAX_TRIANGLES, check_triangles, load_mesh, referenced_files
 
 # the names scripts and tests use from this package; library code imports them from spec.py
 __all__ = ["SOURCE_TYPES", "ObjectSpec", "SourceError", "check_source", "decode_extras", "encode_extras",
@@ -119,9 +119,7 @@ def load_source_mesh(source: str, extras: str, max_triangles: int | None = None)
         vertices, faces = step.load_cad(source, **tessellation)
     else:
         return load_mesh(source, limit)
-    if len(faces) > limit:
-        raise MeshError(f"{source}: {len(faces):,} triangles, above the limit of {limit:,} (max_triangles in the "
-                        "manifest's [params])")
+    check_triangles(source, len(faces), limit)
     return vertices, faces
 
 

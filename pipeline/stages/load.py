@@ -47,9 +47,8 @@ def load_mesh(path: str | Path, max_triangles: int = DEFAULT_MAX_TRIANGLES) -> t
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise MeshError(f"{path}: unsupported mesh format {path.suffix!r} (use one of {', '.join(MESH_SUFFIXES)})")
     claimed = claimed_triangles(path)
-    if claimed is not None and claimed > max_triangles:
-        raise MeshError(f"{path}: {claimed:,} triangles, above the limit of {max_triangles:,} (max_triangles in the "
-                        "manifest's [params]; ~750 bytes of memory per triangle)")
+    if claimed is not None:
+        check_triangles(path, claimed, max_triangles, "; ~750 bytes of memory per triangle")
     for uri, target in referenced_files(path):  # the loader would block on a FIFO, read /dev/zero to the end
         if target is not None and not target.is_file():
             raise MeshError(f"{path}: its URI {uri!r} names {target}, which is not a regular file")
@@ -70,10 +69,15 @@ def load_mesh(path: str | Path, max_triangles: int = DEFAULT_MAX_TRIANGLES) -> t
         faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
         if len(faces) == 0:
             raise MeshError(f"{path}: {_no_faces(path)}")
-    if len(faces) > max_triangles:
-        raise MeshError(f"{path}: {len(faces):,} triangles, above the limit of {max_triangles:,} (max_triangles in "
-                        "the manifest's [params])")
+    check_triangles(path, len(faces), max_triangles)
     return check_mesh(vertices, faces, str(path))
+
+
+def check_triangles(path: str | Path, n: int, limit: int, why: str = "") -> None:
+    """MeshError when a mesh has (or its header claims) more than `limit` triangles (`[params] max_triangles`)."""
+    if n > limit:
+        raise MeshError(f"{path}: {n:,} triangles, above the limit of {limit:,} (max_triangles in the manifest's "
+                        f"[params]{why})")
 
 
 @contextmanager
@@ -138,7 +142,7 @@ def claimed_triangles(path: Path) -> int | None:
             return n
         return _count_lines(path, b"outer") if _looks_like_text(path) else None
     if suffix == ".obj":
-        return _count_lines(path, b"f ") + _count_lines(path, b"f\t")
+        return _count_lines(path, b"f ", b"f\t")
     if suffix == ".ply":
         return _ply_faces(path)
     if suffix == ".off":
@@ -146,9 +150,10 @@ def claimed_triangles(path: Path) -> int | None:
     return None
 
 
-def _count_lines(path: Path, start: bytes) -> int:
-    """Lines of a text file that begin with `start` after optional blanks, counted in blocks of 16 MiB."""
-    pattern = re.compile(rb"(?m)^[ \t]*" + re.escape(start))
+def _count_lines(path: Path, *starts: bytes) -> int:
+    """Lines of a text file that begin with one of `starts` after optional blanks, counted in one pass over blocks
+    of 16 MiB."""
+    pattern = re.compile(rb"(?m)^[ \t]*(?:" + b"|".join(map(re.escape, starts)) + rb")")
     count, tail = 0, b"\n"
     with open(path, "rb") as f:
         while block := f.read(16 << 20):
