@@ -68,15 +68,22 @@ def out_of_space(exc: BaseException | None) -> bool:
     return False
 
 
-def _disk_full(path: Path) -> DiskFullError:
+def disk_full_error(path: Path, doing: str, kept: str, where: Path | None = None,
+                    code: int = errno.ENOSPC) -> DiskFullError:
+    """`PATH: disk full while DOING (N MB free there); KEPT`: the one line of every full disk, the free space read
+    in `where` (default: the file's folder)."""
     try:
-        free = f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free there"
+        free = f"{shutil.disk_usage(where or path.parent).free / 1e6:.1f} MB free there"
     except OSError:
         free = "free space unknown"
-    kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
-    error = DiskFullError(f"{path}: disk full while writing it ({free}); {kept}")
-    error.errno = errno.ENOSPC
+    error = DiskFullError(f"{path}: disk full while {doing} ({free}); {kept}")
+    error.errno = code
     return error
+
+
+def _disk_full(path: Path) -> DiskFullError:
+    kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+    return disk_full_error(path, "writing it", kept)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, targets: Iterable[str]) -> list[Path]:

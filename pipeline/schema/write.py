@@ -4,7 +4,6 @@ shard is written: importing it costs ~0.2 s that every command's start-up need n
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -16,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import DiskFullError, atomic_write_bytes, atomic_write_text, out_of_space, remove_stale_temporaries
+from common.atomic import (
+    DiskFullError,
+    atomic_write_bytes,
+    atomic_write_text,
+    disk_full_error,
+    out_of_space,
+    remove_stale_temporaries,
+)
 from common.locking import single_writer
 from pipeline.schema.checksums import checked_record, checksum_record, file_checksum, index_crc
 from pipeline.schema.layout import (
@@ -144,15 +150,9 @@ def write_shard(store_path: str | os.PathLike, shard_name: str, records: list[Ob
 def _shard_disk_full(path: Path, final: Path, n_objects: int) -> DiskFullError:
     """The one line of a shard that did not fit: the file being written when the disk filled (under its name in
     the finished shard: zarr's error names no file), what is kept, what to do."""
-    try:
-        free = f"{shutil.disk_usage(final.parent).free / 1e6:.1f} MB free there"
-    except OSError:
-        free = "free space unknown"
-    error = DiskFullError(f"{path}: disk full while writing it ({free}); the {n_objects} object(s) of shard "
-                          f"{final.name} are not written, every shard written before is kept: make space and "
-                          "rerun `aps preprocess` to finish")
-    error.errno = errno.ENOSPC
-    return error
+    return disk_full_error(path, "writing it", f"the {n_objects} object(s) of shard {final.name} are not written, "
+                           "every shard written before is kept: make space and rerun `aps preprocess` to finish",
+                           where=final.parent)
 
 
 def append_run_records(store_path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
@@ -168,17 +168,11 @@ def append_run_records(store_path: str | os.PathLike, records: Iterable[Mapping[
         while view:
             view = view[os.write(fd, view):]
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not out_of_space(exc):
             raise
         os.ftruncate(fd, start)
-        try:
-            free = f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free there"
-        except OSError:
-            free = "free space unknown"
-        error = DiskFullError(f"{path}: disk full while appending this run's records ({free}); the shards written "
-                              "so far are kept: make space and rerun `aps preprocess` to finish")
-        error.errno = exc.errno
-        raise error from None
+        raise disk_full_error(path, "appending this run's records", "the shards written so far are kept: make space "
+                              "and rerun `aps preprocess` to finish", code=exc.errno) from None
     finally:
         os.close(fd)
 
