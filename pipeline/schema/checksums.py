@@ -4,7 +4,7 @@ file or a document, and index.json's checksum of itself. What the writer records
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +41,14 @@ def checked_record(value: Any) -> tuple[int, int] | None:
                                                              and v >= 0 for v in value)):
         return value[0], value[1]
     return None
+
+
+def cached_by_stat(cache: dict, path: Path, compute: Callable[[], Any]) -> Any:
+    """compute()'s value for `path`, computed again only when the file's inode, size or mtime changed since it
+    was kept in `cache` (path -> (stat key, value)); OSError when the file cannot be stat'ed."""
+    st = path.stat()
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    seen = cache.get(str(path))
+    if seen is None or seen[0] != key:
+        seen = cache[str(path)] = (key, compute())
+    return seen[1]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.schema.checksums import checked_record, checksum_record, file_checksum, index_crc
+from pipeline.schema.checksums import cached_by_stat, checked_record, checksum_record, file_checksum, index_crc
 from pipeline.schema.layout import (
     FILES_ATTR,
     ID_GRAMMAR,
@@ -103,14 +103,9 @@ def _recorded_metadata(store_path: str | os.PathLike) -> dict[str, Any]:
     `verify_shard` over thousands of shards."""
     path = Path(store_path) / INDEX_FILE
     try:
-        st = path.stat()
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        seen = _RECORDED.get(str(path))
-        if seen is None or seen[0] != key:
-            seen = _RECORDED[str(path)] = (key, dict(read_index(store_path).get(METADATA_KEY) or {}))
+        return cached_by_stat(_RECORDED, path, lambda: dict(read_index(store_path).get(METADATA_KEY) or {}))
     except (OSError, StoreError):
         return {}
-    return seen[1]
 
 
 def verify_shard(store_path: str | os.PathLike, shard: str) -> dict[int, str]:

@@ -24,7 +24,7 @@ from common.atomic import (
     remove_stale_temporaries,
 )
 from common.locking import single_writer
-from pipeline.schema.checksums import checked_record, checksum_record, file_checksum, index_crc
+from pipeline.schema.checksums import cached_by_stat, checked_record, checksum_record, file_checksum, index_crc
 from pipeline.schema.layout import (
     FILES_ATTR,
     INDEX_CRC_KEY,
@@ -55,12 +55,7 @@ def _metadata_record(path: Path) -> list[int]:
     """[bytes, crc32c] of a metadata file, read again only when its inode, size or mtime changed: the driver
     rewrites index.json after every shard, and re-reading every shard's zarr.json each time would make a
     ShapeNet run read ~10^10 bytes."""
-    st = path.stat()
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    seen = _SEEN.get(str(path))
-    if seen is None or seen[0] != key:
-        seen = _SEEN[str(path)] = (key, checksum_record(path.read_bytes()))
-    return list(seen[1])
+    return list(cached_by_stat(_SEEN, path, lambda: checksum_record(path.read_bytes())))
 
 
 def _codecs(name: str, dtype: np.dtype) -> dict[str, Any]:
