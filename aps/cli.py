@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -10,7 +11,13 @@ import typer
 
 from common.errors import first_line
 
-app = typer.Typer(
+# command -> (module, function). A command's module is imported when that command runs, not at start-up: the
+# stages' modules import what their commands need (pipeline.cli alone is 0.2 s), and `aps reconstruct` needs none
+COMMANDS = {"preprocess": ("pipeline.cli", "preprocess"), "train": ("trainer.cli", "train"),
+            "eval": ("evaluation.cli", "evaluate"), "compare": ("evaluation.cli", "compare"),
+            "reconstruct": ("reconstruct.cli", "reconstruct")}
+
+_app = typer.Typer(
     name="aps",
     help="Single-view 3D reconstruction of industrial products with adaptive points sampling.\n\n"
     "Stages: preprocess (meshes -> zarr shards), train (shards -> checkpoints), "
@@ -21,25 +28,35 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from evaluation.cli import compare, evaluate
-    from pipeline.cli import preprocess
-    from reconstruct.cli import reconstruct
-    from trainer.cli import train
-
-    app.command("preprocess", no_args_is_help=True)(preprocess)
-    app.command("train", no_args_is_help=True)(train)
-    app.command("eval", no_args_is_help=True)(evaluate)
-    app.command("compare", no_args_is_help=True)(compare)
-    app.command("reconstruct", no_args_is_help=True)(reconstruct)
+@_app.callback()
+def _commands() -> None:
+    # a group even when one command is registered (typer would otherwise make that command the whole program)
+    pass
 
 
-_register()
+def _register(names=tuple(COMMANDS)) -> typer.Typer:
+    """The app with these commands registered (those not yet), in COMMANDS' order."""
+    registered = {info.name for info in _app.registered_commands}
+    for name in COMMANDS:
+        if name in names and name not in registered:
+            module, function = COMMANDS[name]
+            _app.command(name, no_args_is_help=True)(getattr(importlib.import_module(module), function))
+    return _app
+
+
+def __getattr__(name: str):
+    """`from aps.cli import app`: the app with every command (tests and tools invoke it by command name)."""
+    if name == "app":
+        return _register()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Run the CLI; any uncaught error becomes `aps: error: <reason>` and exit status 1 (APS_DEBUG=1: traceback)."""
     logging.basicConfig(level=os.environ.get("APS_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    # only the command asked for is imported; help, no command or a misspelt one: all of them
+    command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
+    app = _register((command,) if command else tuple(COMMANDS))
     try:
         app()
     except SystemExit:
