@@ -26,13 +26,27 @@ def _square_tile(image: np.ndarray, tile: int) -> tuple[np.ndarray, float, tuple
     return np.asarray(canvas), scale, (dx, dy)
 
 
+def mesh_views(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rts: list[np.ndarray], tile: int
+               ) -> list[np.ndarray]:
+    """The mesh (output frame) through camera K from each Rt (3, 4): uint8 (tile, tile, 4) RGBA each, in the
+    eval's mesh colour; transparent for an empty mesh. The views share one ray-casting scene: its BVH and
+    convex hull are built once, not once a view (pipeline.cameras.render_mesh; the same pixels)."""
+    from evaluation.render import PRED_COLOR
+    from pipeline.cameras import MeshRenderer
+
+    if len(faces) == 0:
+        return [np.zeros((tile, tile, 4), np.uint8) for _ in Rts]
+    renderer = MeshRenderer(vertices, faces, color=PRED_COLOR)
+    return [renderer.render(K, Rt, tile, tile) for Rt in Rts]
+
+
 def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg: float = 50.0) -> np.ndarray:
     """Strip (tile + caption, 5 tiles, 3) uint8: photo | mask used (+ the crop square) | network input |
     mesh from the photo's viewpoint (the canonical camera) | mesh turned by turn_deg about the vertical."""
     from PIL import Image, ImageDraw
 
-    from evaluation.render import PRED_COLOR, compose_strip, rgba_on_white
-    from pipeline.cameras import render_mesh, scale_intrinsics
+    from evaluation.render import compose_strip, rgba_on_white
+    from pipeline.cameras import scale_intrinsics
 
     photo = rgba_on_white(image)
     photo_tile, scale, (dx, dy) = _square_tile(photo, tile)
@@ -44,11 +58,10 @@ def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg
                                          dy + (y0 + side) * scale], outline=(220, 40, 40), width=2)
     size = result.framed.rgba.shape[0]
     K = scale_intrinsics(result.K, tile / size)
-    front = render_mesh(result.vertices, result.faces, K, result.Rt, tile, tile, PRED_COLOR)
     a = np.radians(turn_deg)
     turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     Rt_turned = np.concatenate([R0 @ turn, result.Rt[:, 3:]], axis=1)
-    side_view = render_mesh(result.vertices, result.faces, K, Rt_turned, tile, tile, PRED_COLOR)
+    front, side_view = mesh_views(result.vertices, result.faces, K, [result.Rt, Rt_turned], tile)
     empty = " (empty)" if len(result.faces) == 0 else ""
     return compose_strip(
         [photo_tile, np.asarray(mask_tile), rgba_on_white(result.framed.rgba), rgba_on_white(front),

@@ -1,0 +1,116 @@
+"""`aps reconstruct`'s start-up and per-photo work (issue 24): the command imports no other stage's modules and
+no trimesh, and the faster ways it writes a PLY and draws the preview's mesh give the same bytes and pixels as
+the plain ones. A real command in a fresh process, a real checkpoint file, real geometry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from evaluation.render import PRED_COLOR
+from inference.mesh_io import ply_bytes, write_mesh
+from pipeline.cameras import render_mesh, scale_intrinsics
+from reconstruct.framing import R0, canonical_camera
+from reconstruct.preview import mesh_views
+from trainer.checkpoint import save_checkpoint
+from trainer.config import preset, to_dict
+from trainer.models import build_model
+
+# What `aps reconstruct` must not load: the other stages' command modules (aps.cli imported all of them to
+# build its command list: 0.2 s) and trimesh (0.4-0.7 s, for a PLY that numpy writes byte for byte).
+NOT_NEEDED = ("pipeline.cli", "trainer.cli", "evaluation.cli", "trimesh", "dask")
+
+# the `aps` console script in a fresh process; at exit it writes the names of the modules it had loaded
+RUN_AND_LIST_MODULES = """
+import atexit, sys
+listing, sys.argv = sys.argv[1], ["aps", *sys.argv[2:]]
+atexit.register(lambda: open(listing, "w").write("\\n".join(sorted(sys.modules))))
+from aps.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A real checkpoint file of an untrained cpu-test network: what it predicts does not matter here."""
+    torch.manual_seed(0)
+    cfg = preset("cpu-test")
+    path = tmp_path_factory.mktemp("untrained") / "untrained.ckpt"
+    save_checkpoint(path, {"config": to_dict(cfg), "model": build_model(cfg.model, load_pretrained=False)
+                           .state_dict(), "epoch": 0, "best_val_f1": 0.0})
+    return path
+
+
+def test_reconstruct_loads_no_other_stage_and_no_trimesh(checkpoint, tmp_path):
+    photo = Image.new("RGB", (96, 80), (205, 190, 165))
+    ImageDraw.Draw(photo).rounded_rectangle((24, 18, 72, 62), radius=8, fill=(70, 75, 85))
+    photo.save(tmp_path / "part.png")
+    listing, out = tmp_path / "modules.txt", tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, str(listing), "reconstruct",
+                           str(tmp_path / "part.png"), "--checkpoint", str(checkpoint), "--out", str(out),
+                           "--resolution", "16", "--coarse", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["part.json", "part.ply", "part.preview.png"]
+    loaded = set(listing.read_text().split())
+    assert "reconstruct.cli" in loaded and "torch" in loaded
+    assert not [name for name in NOT_NEEDED if name in loaded], sorted(loaded & set(NOT_NEEDED))
+    info = json.loads((out / "part.json").read_text())
+    header = (out / "part.ply").read_bytes().split(b"end_header\n")[0].decode()
+    assert f"element vertex {info['n_vertices']}\n" in header and f"element face {info['n_faces']}\n" in header
+
+
+def test_the_help_still_lists_every_command():
+    done = subprocess.run([sys.executable, "-c", "from aps.cli import main; main()", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(f" {name} " in done.stdout for name in ("preprocess", "train", "eval", "compare", "reconstruct"))
+
+
+def _torus(resolution: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A marching-cubes torus (major radius 0.3, minor 0.12), vertices float32 (V, 3), faces int64 (F, 3)."""
+    from skimage.measure import marching_cubes
+
+    g = np.linspace(-0.5, 0.5, resolution)
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    sdf = (np.sqrt(x ** 2 + y ** 2) - 0.3) ** 2 + z ** 2 - 0.12 ** 2
+    vertices, faces, _, _ = marching_cubes(sdf, 0.0, spacing=(g[1] - g[0],) * 3)
+    return (vertices - 0.5).astype(np.float32), faces.astype(np.int64)
+
+
+def test_ply_is_byte_for_byte_what_trimesh_wrote(tmp_path):
+    import trimesh
+
+    vertices, faces = _torus()
+    cases = {"torus": (vertices, faces), "float64 and int32": (vertices.astype(np.float64), faces.astype(np.int32)),
+             "empty": (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))}
+    for name, (v, f) in cases.items():
+        expected = trimesh.Trimesh(v, f, process=False).export(file_type="ply")
+        assert ply_bytes(v, f) == expected, name
+        write_mesh(v, f, tmp_path / "mesh.ply")
+        assert (tmp_path / "mesh.ply").read_bytes() == expected, name
+    write_mesh(vertices, faces, tmp_path / "torus.ply")
+    back = trimesh.load(tmp_path / "torus.ply", process=False)
+    np.testing.assert_array_equal(back.vertices, vertices)
+    np.testing.assert_array_equal(back.faces, faces)
+
+
+def test_preview_mesh_views_are_the_plain_renders():
+    vertices, faces = _torus()
+    tile = 128
+    K, Rt = canonical_camera(137)
+    K = scale_intrinsics(K, tile / 137)
+    a = np.radians(50.0)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    Rts = [Rt, np.concatenate([R0 @ turn, Rt[:, 3:]], axis=1)]
+    views = mesh_views(vertices, faces, K, Rts, tile)
+    for view, rt in zip(views, Rts, strict=True):
+        assert (view[..., 3] > 0).mean() > 0.05  # the torus is in the picture
+        np.testing.assert_array_equal(view, render_mesh(vertices, faces, K, rt, tile, tile, PRED_COLOR))
+    empty = mesh_views(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), K, Rts, tile)
+    assert all(v.shape == (tile, tile, 4) and not v.any() for v in empty)
