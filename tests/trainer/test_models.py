@@ -38,7 +38,7 @@ def test_shapes_and_gradients(extractor, z_dim):
 
 def test_global_features_do_not_depend_on_the_point():
     net = OccupancyNetwork("global", **SMALL).eval()
-    maps = net.encode(torch.rand(1, 3, 64, 64))
+    maps = net.feature_extractor(torch.rand(1, 3, 64, 64))
     z = net.feature_extractor.sample(maps, torch.rand(1, 7, 2) * 2 - 1)
     assert torch.allclose(z, z[:, :1].expand_as(z))
 
@@ -46,7 +46,7 @@ def test_global_features_do_not_depend_on_the_point():
 def test_local_features_follow_the_image():
     """Local extractors read z where the point projects: the same position gives the same z, another one not."""
     net = OccupancyNetwork("multilevel", **SMALL).eval()
-    maps = net.encode(torch.rand(1, 3, 64, 64))
+    maps = net.feature_extractor(torch.rand(1, 3, 64, 64))
     grid = torch.tensor([[[-0.5, -0.5], [0.5, 0.5], [-0.5, -0.5]]])
     z = net.feature_extractor.sample(maps, grid)
     assert torch.allclose(z[0, 0], z[0, 2]) and not torch.allclose(z[0, 0], z[0, 1])
@@ -107,3 +107,42 @@ def test_pretrained_weights_unreachable_is_a_clear_error(monkeypatch, tmp_path):
         assert "--pretrained: could not load torchvision's ImageNet ResNet-18 weights" in str(exc)
     else:
         pytest.skip("this machine could download the ImageNet weights")
+
+
+@pytest.mark.parametrize("extractor", ["global", "multilevel", "fpn"])
+@pytest.mark.parametrize("point_frame", ["camera", "object"])
+def test_decode_through_the_folded_first_layer_is_the_decoders_definition(extractor, point_frame):
+    """decode samples W1's z-columns applied to the maps (ImageCode.table) instead of z: the same logits and the
+    same gradients as sampling z and running the whole decoder, also for points that project off the image
+    (border padding) and with batch-norm statistics that are not the identity. "The same" is measured against
+    the definition in float64: the folded path in float32 is no further from it than the definition's own
+    float32 path (rounding only)."""
+    torch.manual_seed(0)
+    net = OccupancyNetwork(extractor, point_frame=point_frame, **SMALL)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    K, Rt = _camera(2)
+    images = torch.rand(2, 3, 64, 64)
+    points = (torch.rand(2, 700, 3) - 0.5) * 1.6  # some fall outside the image
+
+    def run(folded: bool, dtype: torch.dtype):
+        net.to(dtype).zero_grad()
+        args = (points.to(dtype), K.to(dtype), Rt.to(dtype), 64)
+        code = net.encode(images.to(dtype))
+        logits = net.decode(code, *args) if folded else net.decode_unfolded(code.maps, *args)
+        logits.sin().sum().backward()
+        grads = {n: p.grad.double() for n, p in net.named_parameters() if p.grad is not None}
+        return logits.detach().double(), grads
+
+    for mode in ("eval", "train"):
+        getattr(net, mode)()
+        truth, g_truth = run(False, torch.float64)
+        (folded, g_folded), (plain, g_plain) = run(True, torch.float32), run(False, torch.float32)
+        assert g_folded.keys() == g_plain.keys() == g_truth.keys()
+        for name, want in [("logits", truth), *g_truth.items()]:
+            got, plain_got = (folded, plain) if name == "logits" else (g_folded[name], g_plain[name])
+            scale = want.abs().max()
+            error, plain_error = (got - want).abs().max() / scale, (plain_got - want).abs().max() / scale
+            assert error <= 2 * plain_error + 1e-6, (mode, name, error.item(), plain_error.item())

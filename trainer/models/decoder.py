@@ -4,6 +4,7 @@ of the occupancy; the paper's final sigmoid is applied by the caller (see Decode
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,8 +40,24 @@ class Decoder(nn.Module):
         self.hidden = nn.Sequential(*blocks)
         self.out = nn.Linear(width, 1)
 
+    @property
+    def first(self) -> nn.Linear:
+        """The first Linear, W1 (hidden, z_dim + point_dim): columns [:z_dim] take z, the rest the embedded p."""
+        return self.hidden[0]
+
     def forward(self, z: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """z: (B, N, z_dim) sampled features, points: (B, N, 3) normalised frame -> logits (B, N)."""
+        """z: (B, N, z_dim) sampled features, points: (B, N, 3) normalised frame -> logits (B, N).
+
+        The definition; the network runs `forward_folded`, the same function with W1's z-columns applied
+        before sampling (OccupancyNetwork.encode)."""
         b, n, _ = z.shape
         x = torch.cat([z, self.embed(points).to(z.dtype)], dim=-1).reshape(b * n, -1)  # batch norm over points
         return self.out(self.hidden(x)).reshape(b, n)
+
+    def forward_folded(self, z_first: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """z_first: (B, N, hidden) = W1[:, :z_dim] z, points: (B, N, 3) normalised frame -> logits (B, N)."""
+        b, n, _ = z_first.shape
+        embedded = self.embed(points)
+        z_dim = self.first.in_features - embedded.shape[-1]
+        x = z_first + F.linear(embedded.to(z_first.dtype), self.first.weight[:, z_dim:], self.first.bias)
+        return self.out(self.hidden[1:](x.reshape(b * n, -1))).reshape(b, n)

@@ -93,3 +93,28 @@ class FeatureExtractor(nn.Module):
         feats = [F.grid_sample(m, g, mode="bilinear", padding_mode="border", align_corners=False)
                  for m in maps]  # each (B, C_i, N, 1)
         return torch.cat(feats, dim=1).squeeze(-1).transpose(1, 2)
+
+
+def bilinear_taps(sizes: list[tuple[int, int]], grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where `FeatureExtractor.sample` reads: for maps of `sizes` [(H, W), ...] laid out one after another as
+    rows of a table (map l's pixel (y, x) is row offset_l + y W_l + x), and grid (B, N, 2) as in `sample` ->
+    rows (B, N, 4 L) int64 and their weights (B, N, 4 L) float32, so that sum_k weight_k row_k is, per map, what
+    grid_sample(mode="bilinear", padding_mode="border", align_corners=False) reads.
+
+    Border padding clamps the pixel position to [0, W - 1] before the four taps are taken; a tap past the edge
+    then has weight 0 and is pointed at the edge pixel, so every row index is valid.
+    """
+    rows, weights, offset = [], [], 0
+    g = grid.float()
+    for height, width in sizes:
+        x = (((g[..., 0] + 1) * width - 1) / 2).clamp(0, width - 1)
+        y = (((g[..., 1] + 1) * height - 1) / 2).clamp(0, height - 1)
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        x0, y0 = x0.long(), y0.long()
+        x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+        rows += [offset + y0 * width + x0, offset + y0 * width + x1, offset + y1 * width + x0,
+                 offset + y1 * width + x1]
+        weights += [(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]
+        offset += height * width
+    return torch.stack(rows, dim=-1), torch.stack(weights, dim=-1)

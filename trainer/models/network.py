@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainer.models.decoder import Decoder
-from trainer.models.feature_extractor import FeatureExtractor
+from trainer.models.feature_extractor import FeatureExtractor, bilinear_taps
 
 
 def project(points: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor, kind: str) -> torch.Tensor:
@@ -35,6 +38,23 @@ def pixels_to_grid(uv: torch.Tensor, size: int) -> torch.Tensor:
     return (2.0 * uv + 1.0) / size - 1.0
 
 
+@dataclass
+class ImageCode:
+    """What `encode` keeps of a batch of images for the decoder.
+
+    maps: the extractor's feature maps (B, C_l, H_l, W_l); table: (B * rows, hidden), every pixel of every map
+    through the decoder's first Linear's z-columns (image b's rows at b * rows + offset_l + y W_l + x).
+    Sampling and that Linear are both linear, so sampling the table gives W1[:, :z_dim] z(p) exactly (up to the
+    order of floating-point sums) for hidden numbers a point instead of z_dim, and the per-point product with
+    W1's z-columns is done once per pixel instead (docs/EVALUATION.md, "The network on a CPU").
+    """
+
+    maps: list[torch.Tensor]
+    table: torch.Tensor
+    sizes: list[tuple[int, int]]
+    rows: int
+
+
 class OccupancyNetwork(nn.Module):
     """D(p, E(I)): logits of occupancy for query points given one image and its camera."""
 
@@ -51,19 +71,43 @@ class OccupancyNetwork(nn.Module):
         self.decoder = Decoder(self.feature_extractor.out_channels, point_embed_dim, decoder_hidden,
                                decoder_layers, leaky_slope)
 
-    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """images: (B, 3, S, S) float RGB in [0, 1] -> the extractor's feature maps (encode once, query often)."""
-        return self.feature_extractor(images)
+    def encode(self, images: torch.Tensor) -> ImageCode:
+        """images: (B, 3, S, S) float RGB in [0, 1] -> the feature maps and the first layer's table of them
+        (encode once, query often)."""
+        maps = self.feature_extractor(images)
+        weight, start, tables = self.decoder.first.weight, 0, []
+        for m in maps:  # a 1x1 convolution of each map with its slice of W1's z-columns, channels last
+            channels = m.shape[1]
+            tables.append(m.flatten(2).transpose(1, 2) @ weight[:, start:start + channels].T.to(m.dtype))
+            start += channels
+        table = torch.cat(tables, dim=1)  # (B, rows, hidden)
+        return ImageCode(maps, table.reshape(-1, table.shape[-1]), [tuple(m.shape[-2:]) for m in maps],
+                         table.shape[1])
 
-    def decode(self, maps: list[torch.Tensor], points: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor,
+    def decode(self, code: ImageCode, points: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor,
                image_size: int) -> torch.Tensor:
-        """maps from encode; points (B, N, 3) normalised frame; K (B, 3, 3) for the S x S image; Rt (B, 3, 4)
+        """code from encode; points (B, N, 3) normalised frame; K (B, 3, 3) for the S x S image; Rt (B, 3, 4)
         -> logits (B, N) (occupancy probability = sigmoid)."""
         grid = pixels_to_grid(project(points, K, Rt, self.projection), image_size)
+        rows, weights = bilinear_taps(code.sizes, grid)
+        b, n, taps = rows.shape
+        rows = rows + code.rows * torch.arange(b, device=rows.device)[:, None, None]
+        z_first = F.embedding_bag(rows.reshape(b * n, taps), code.table, mode="sum",
+                                  per_sample_weights=weights.reshape(b * n, taps).to(code.table.dtype))
+        return self.decoder.forward_folded(z_first.reshape(b, n, -1), self._decoder_points(points, Rt))
+
+    def decode_unfolded(self, maps: list[torch.Tensor], points: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor,
+                        image_size: int) -> torch.Tensor:
+        """The definition `decode` computes faster: z sampled from the maps, then the whole decoder (tests and
+        benchmarks compare the two)."""
+        grid = pixels_to_grid(project(points, K, Rt, self.projection), image_size)
         z = self.feature_extractor.sample(maps, grid)
+        return self.decoder(z, self._decoder_points(points, Rt))
+
+    def _decoder_points(self, points: torch.Tensor, Rt: torch.Tensor) -> torch.Tensor:
         if self.point_frame == "camera":  # the object's points in the camera's axes, still centred on the object
-            points = points @ Rt[:, :, :3].transpose(1, 2)
-        return self.decoder(z, points)
+            return points @ Rt[:, :, :3].transpose(1, 2)
+        return points
 
     def forward(self, images: torch.Tensor, points: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S), points (B, N, 3), K (B, 3, 3), Rt (B, 3, 4) -> logits (B, N)."""
