@@ -29,14 +29,16 @@ def _square_tile(image: np.ndarray, tile: int) -> tuple[np.ndarray, float, tuple
 def mesh_views(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rts: list[np.ndarray], tile: int
                ) -> list[np.ndarray]:
     """The mesh (output frame) through camera K from each Rt (3, 4): uint8 (tile, tile, 4) RGBA each, in the
-    eval's mesh colour; transparent for an empty mesh. The views share one ray-casting scene: its BVH and
-    convex hull are built once, not once a view (pipeline.cameras.render_mesh; the same pixels)."""
+    eval's mesh colour; transparent for an empty mesh. The same pixels as pipeline.cameras.render_mesh, for
+    less: the views share one ray-casting scene (its BVH built once, not once a view), and the rays cast are
+    bounded by the mesh's bounding box rather than its convex hull (a few more rays at this size, no hull to
+    compute and no scipy.spatial to import)."""
     from evaluation.render import PRED_COLOR
     from pipeline.cameras import MeshRenderer
 
     if len(faces) == 0:
         return [np.zeros((tile, tile, 4), np.uint8) for _ in Rts]
-    renderer = MeshRenderer(vertices, faces, color=PRED_COLOR)
+    renderer = MeshRenderer(vertices, faces, color=PRED_COLOR, outline="box")
     return [renderer.render(K, Rt, tile, tile) for Rt in Rts]
 
 

@@ -26,16 +26,15 @@ from trainer.models import build_model
 # build its command list: 0.2 s) and trimesh (0.4-0.7 s, for a PLY that numpy writes byte for byte).
 NOT_NEEDED = ("pipeline.cli", "trainer.cli", "evaluation.cli", "trimesh", "dask")
 
-# the `aps` console script in a fresh process; at exit it writes the names of the modules it had loaded
-RUN_AND_LIST_MODULES = """
-import atexit, sys
-listing, sys.argv = sys.argv[1], ["aps", *sys.argv[2:]]
-atexit.register(lambda: open(listing, "w").write("\\n".join(sorted(sys.modules))))
+# the `aps` console script in a fresh process (python -X importtime: every module it loads is named on stderr);
+# an atexit handler writes a file, which must not appear: the command ends without the interpreter's teardown
+RUN = """
+import atexit, pathlib, sys
+marker, sys.argv = sys.argv[1], ["aps", *sys.argv[2:]]
+atexit.register(lambda: pathlib.Path(marker).write_text("teardown ran"))
 from aps.cli import main
 main()
 """
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real checkpoint file of an untrained cpu-test network: what it predicts does not matter here."""
@@ -47,22 +46,56 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def test_reconstruct_loads_no_other_stage_and_no_trimesh(checkpoint, tmp_path):
+def _aps(tmp_path, *args) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`aps ARGS` in a fresh process: what it did (its stderr without the import times), and the modules it
+    loaded."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", RUN, str(tmp_path / "teardown"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stderr.splitlines()
+    loaded = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
+    done.stderr = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return done, loaded
+
+
+def _photo(path) -> None:
     photo = Image.new("RGB", (96, 80), (205, 190, 165))
     ImageDraw.Draw(photo).rounded_rectangle((24, 18, 72, 62), radius=8, fill=(70, 75, 85))
-    photo.save(tmp_path / "part.png")
-    listing, out = tmp_path / "modules.txt", tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, str(listing), "reconstruct",
-                           str(tmp_path / "part.png"), "--checkpoint", str(checkpoint), "--out", str(out),
-                           "--resolution", "16", "--coarse", "0"], capture_output=True, text=True, timeout=120)
+    photo.save(path)
+
+
+def test_reconstruct_loads_no_other_stage_and_no_trimesh(checkpoint, tmp_path):
+    _photo(tmp_path / "part.png")
+    out = tmp_path / "out"
+    done, loaded = _aps(tmp_path, "reconstruct", tmp_path / "part.png", "--checkpoint", checkpoint, "--out", out,
+                        "--resolution", "16", "--coarse", "0")
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["part.json", "part.ply", "part.preview.png"]
-    loaded = set(listing.read_text().split())
-    assert "reconstruct.cli" in loaded and "torch" in loaded
+    assert "reconstruct.framing" in loaded and "torch" in loaded  # (importlib.import_module is not timed)
     assert not [name for name in NOT_NEEDED if name in loaded], sorted(loaded & set(NOT_NEEDED))
     info = json.loads((out / "part.json").read_text())
     header = (out / "part.ply").read_bytes().split(b"end_header\n")[0].decode()
     assert f"element vertex {info['n_vertices']}\n" in header and f"element face {info['n_faces']}\n" in header
+
+
+def test_reconstruct_ends_without_teardown_with_its_status_and_output(checkpoint, tmp_path):
+    """Skipping the interpreter's teardown (1 s) keeps the exit status and everything printed, through pipes."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "a.png")
+    (photos / "b.png").write_bytes(b"not an image")
+    done, _ = _aps(tmp_path, "reconstruct", photos, "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                   "--resolution", "16", "--coarse", "0", "--no-preview")
+    assert done.returncode == 1
+    assert done.stdout.strip().endswith(f"1 of 2 images reconstructed into {tmp_path / 'out'}")
+    assert done.stderr.strip().endswith("aps: error: 1 of 2 images failed: b.png")
+    assert (tmp_path / "out" / "a.ply").is_file() and not (tmp_path / "out" / "b.ply").exists()
+    assert not (tmp_path / "teardown").exists()
+    done, _ = _aps(tmp_path, "reconstruct", photos / "a.png", "--checkpoint", checkpoint, "--out",
+                   tmp_path / "out2", "--resolution", "16", "--coarse", "0", "--size", "nan")
+    assert done.returncode == 1 and "aps: error: --size must be positive" in done.stderr
+    assert not (tmp_path / "teardown").exists()
+    done, _ = _aps(tmp_path, "--help")  # other commands and the help end as before: atexit handlers run
+    assert done.returncode == 0 and (tmp_path / "teardown").read_text() == "teardown ran"
 
 
 def test_the_help_still_lists_every_command():
