@@ -46,6 +46,9 @@ def evaluate(
                                "every query there; the workers compute the metrics."),
     threads: int = typer.Option(None, help="Torch CPU threads of the process that owns the network with "
                                 "--scheduler serial or a GPU (default: one per core); a CPU Dask worker uses 1."),
+    precision: str = typer.Option("auto", help="The network's arithmetic: auto (bf16 where the hardware has it and "
+                                  "a timed decoder call is faster) | fp32 (float32: the same bits on one machine) "
+                                  "| bf16."),
     compare: bool = typer.Option(False, "--compare",
                                  help="Lay several eval runs side by side (rows = runs, columns = metrics): the "
                                  "same as `aps compare RUN_DIR_OR_CSV... --out DIR`."),
@@ -92,12 +95,16 @@ def evaluate(
     _check_view(store, split, view)
     ckpt = resolve_checkpoint(checkpoint)
     sha256 = file_sha256(ckpt)
-    fields = CheckpointFields(str(ckpt), device, threads or default_workers(), batch_size, sha256)
-    fields.predictor()  # a bad checkpoint stops here, in one line, before any worker starts
+    fields = CheckpointFields(str(ckpt), device, threads or default_workers(), batch_size, sha256, precision)
     # CPU: every Dask worker loads its own network and evaluates whole objects on its one core
     executor = EvalExecutor(scheduler, workers, "client" if gpu or scheduler == "serial" else "workers")
     make_field = fields if executor.network == "client" else replace(fields, threads=1)
-    rows = evaluate_store(store, make_field, out, config, field_id=f"checkpoint sha256 {sha256}", executor=executor)
+    # a bad checkpoint stops here, in one line, before any worker starts; auto is measured here, with the
+    # threads the network will have, and every worker is given the answer
+    make_field = replace(make_field, precision=make_field.predictor().precision)
+    typer.echo(f"network: {make_field.precision} (--precision {precision})")
+    rows = evaluate_store(store, make_field, out, config, executor=executor,
+                          field_id=f"checkpoint sha256 {sha256} in {make_field.precision}")
     failed = [r for r in rows if str(r.get("status")).startswith("error")]
     typer.echo((out / "table1.md").read_text())
     typer.echo(f"wrote {out / 'metrics.csv'} and {out / 'report.md'} ({len(rows)} objects)")

@@ -33,6 +33,8 @@ class CheckpointFields:
     points per decoder call. On a CPU, 4096 is twice as fast as 65536 (the layers' activations stay in cache:
     benchmarks/bench_eval.py --levers); a GPU wants large batches (aps eval gives it 262144). sha256: when
     given, the bytes every process loads must have it (the eval's results are named by it: evaluation.results).
+    precision: auto | fp32 | bf16 (trainer.models.precision); `aps eval` resolves auto once, in its own
+    process, and gives every worker the answer, so that all objects of a run are predicted alike.
     """
 
     checkpoint: str
@@ -40,13 +42,14 @@ class CheckpointFields:
     threads: int | None = None
     batch_points: int = CPU_BATCH
     sha256: str = ""
+    precision: str = "auto"
 
     def predictor(self) -> Predictor:
         path = resolve_checkpoint(self.checkpoint)
         stat = path.stat()  # a rewritten file (training went on) is loaded again, even by a long-lived worker
         with _LOADING:
             return _load(str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size), self.device, self.threads,
-                         self.batch_points, self.sha256)
+                         self.batch_points, self.sha256, self.precision)
 
     def __call__(self, view) -> Field:
         return self.predictor().field(view.image, view.K, view.Rt)
@@ -54,11 +57,9 @@ class CheckpointFields:
 
 @functools.lru_cache(maxsize=2)
 def _load(checkpoint: str, version: tuple[int, int, int], device: str, threads: int | None, batch_points: int,
-          sha256: str) -> Predictor:
+          sha256: str, precision: str) -> Predictor:
     if sha256 and file_sha256(checkpoint) != sha256:
         raise RuntimeError(f"{checkpoint} changed since this eval started (its sha256 is no longer {sha256[:12]}...)")
     if threads:
         torch.set_num_threads(threads)
-    predictor = load_predictor(checkpoint, device=device)
-    predictor.batch_points = batch_points
-    return predictor
+    return load_predictor(checkpoint, device, precision, batch_points)

@@ -17,7 +17,7 @@ import torch
 
 from trainer.checkpoint import BEST, LAST, CheckpointError, load_model_state, load_state
 from trainer.config import TrainConfig, from_dict, to_dict
-from trainer.models import OccupancyNetwork, build_model
+from trainer.models import OccupancyNetwork, build_model, precision
 from trainer.views import prepare_view
 
 log = logging.getLogger(__name__)
@@ -66,16 +66,23 @@ def _record_best_of(folder: Path, _best: tuple[int, int, int], _last: tuple[int,
 
 
 class Predictor:
-    """A trained network in eval mode on one device, with its resolved config."""
+    """A trained network in eval mode on one device, with its resolved config; `dtype` is the autocast dtype it
+    runs in (None: float32; trainer.models.precision)."""
 
     def __init__(self, model: OccupancyNetwork, config: TrainConfig, device: torch.device, path: Path,
-                 batch_points: int = 65536, data: str = ""):
+                 batch_points: int = 65536, data: str = "", dtype: torch.dtype | None = None):
         self.model = model.eval()
         self.data = data  # the store it was trained on, as that machine named it ("" in older checkpoints)
         self.config = config
         self.device = device
         self.path = path
         self.batch_points = batch_points
+        self.dtype = dtype
+
+    @property
+    def precision(self) -> str:
+        """fp32 or bf16: what the network runs in."""
+        return "bf16" if self.dtype is torch.bfloat16 else "fp32"
 
     @property
     def image_size(self) -> int:
@@ -95,7 +102,8 @@ class Predictor:
             raise ValueError(f"field: expected a uint8 image (H, W, 3|4), got {image.shape} {image.dtype}")
         img, K_scaled = prepare_view(torch.from_numpy(np.ascontiguousarray(image)).to(self.device),
                                      np.asarray(K, np.float32), self.image_size)
-        maps = self.model.encode(img[None])
+        with precision.autocast(self.device, self.dtype):
+            code = self.model.encode(img[None])
         K_t = K_scaled.to(self.device)[None]
         Rt_t = torch.as_tensor(np.asarray(Rt, np.float32), device=self.device)[None]
         size = self.image_size
@@ -108,15 +116,18 @@ class Predictor:
             out = np.empty(len(pts), np.float32)
             for i in range(0, len(pts), self.batch_points):
                 chunk = torch.from_numpy(pts[i:i + self.batch_points]).to(self.device)[None]
-                logits = self.model.decode(maps, chunk, K_t, Rt_t, size)
+                with precision.autocast(self.device, self.dtype):
+                    logits = self.model.decode(code, chunk, K_t, Rt_t, size)
                 out[i:i + len(chunk[0])] = torch.sigmoid(logits.float())[0].cpu().numpy()
             return out
 
         return occupancy
 
 
-def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
-    """A Predictor from a .ckpt file or a run folder (then RUN/best.ckpt, else RUN/last.ckpt)."""
+def load_predictor(path: str | Path, device: str = "cpu", precision: str = "auto",
+                   batch_points: int = 65536) -> Predictor:
+    """A Predictor from a .ckpt file or a run folder (then RUN/best.ckpt, else RUN/last.ckpt), in `precision`
+    (trainer.models.precision.choose; auto times a decoder call of batch_points points in both)."""
     ckpt = resolve_checkpoint(path)
     dev = torch.device(device)
     saved = load_state(ckpt, map_location=dev)
@@ -127,4 +138,24 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
     model = build_model(config.model, load_pretrained=False)
     load_model_state(model, ckpt, saved, to_dict(config))
     log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, saved.epoch + 1, saved.best_val_f1)
-    return Predictor(model.to(dev), config, dev, ckpt, data=saved.data)
+    predictor = Predictor(model.to(dev), config, dev, ckpt, batch_points, saved.data)
+    predictor.dtype = _choose_precision(predictor, precision)
+    return predictor
+
+
+def _choose_precision(predictor: Predictor, requested: str) -> torch.dtype | None:
+    """The precision of a Predictor, measured by one decoder call of its batch on a grey image's code."""
+    size, dev = predictor.image_size, predictor.device
+    image = np.full((size, size, 3), 128, np.uint8)
+    K = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float32)
+    Rt = np.concatenate([np.eye(3), [[0.0], [0.0], [2.0]]], axis=1).astype(np.float32)
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (min(predictor.batch_points, 16384), 3)).astype(np.float32)
+    fields = {}
+
+    def decode(dtype: torch.dtype | None) -> None:
+        predictor.dtype = dtype
+        if dtype not in fields:
+            fields[dtype] = predictor.field(image, K, Rt)
+        fields[dtype](points)
+
+    return precision.choose(requested, dev, decode, f"a decoder call of {len(points)} points")

@@ -55,6 +55,9 @@ def reconstruct(
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>.preview.png."),
     device: str = typer.Option("cpu", help="Torch device of the predictor."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
+    precision: str = typer.Option("auto", help="The network's arithmetic: auto (bf16 where the hardware has it and "
+                                  "a timed decoder call is faster) | fp32 (float32: the same bits on one machine) "
+                                  "| bf16."),
 ) -> None:
     """Reconstruct a 3D mesh from each photo, with no camera pose needed.
 
@@ -95,7 +98,7 @@ def reconstruct(
     files = _inputs(source, out)
     check_out_folder(out, "reconstruct")  # not a training run, an eval report or a store
     torch.set_num_threads(threads)
-    predictor = load_predictor(checkpoint, device=device)
+    predictor = load_predictor(checkpoint, device=device, precision=precision)
     if data is None and predictor.data and Path(predictor.data, "index.json").is_file():
         data = Path(predictor.data)  # the training store named in the checkpoint, where it is still there
     framing = framing_from_store(open_store(data)) if data is not None else Framing()
@@ -116,7 +119,8 @@ def reconstruct(
                 write_mesh(vertices, result.faces, out / f"{path.stem}.{fmt}")
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
-            info = {"image": str(path), "checkpoint": str(predictor.path), "resolution": resolution,
+            info = {"image": str(path), "checkpoint": str(predictor.path), "precision": predictor.precision,
+                    "resolution": resolution,
                     "decoded_scale": 1 / reduced,  # < 1: a JPEG above MAX_PIXELS; pixel figures are of it
                     "coarse": coarse or None, "seconds": round(result.seconds, 3), "size": size,
                     "units": "normalised" if size is None else "as --size",

@@ -28,6 +28,9 @@ def train(
     workers: int | None = typer.Option(None, "--workers", help="data-loader worker processes"),
     lr: float | None = typer.Option(None, "--lr", help="Adam learning rate"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str | None = typer.Option(
+        None, "--precision", help="the network's arithmetic: auto (bf16 where the hardware has it and a timed step "
+        "is faster; default) | fp32 (float32: the same bits on one machine) | bf16"),
     seed: int | None = typer.Option(None, "--seed", help="seed of every random choice"),
     pretrained: bool = typer.Option(False, "--pretrained",
                                     help="start ResNet-18 from torchvision's ImageNet weights (must be fetchable)"),
@@ -48,7 +51,7 @@ def train(
         "optim.epochs": epochs, "model.extractor": extractor, "labels.mode": labels, "labels.s_fixed": s_fixed,
         "model.projection": projection, "data.image_size": image_size, "data.batch_size": batch_size,
         "data.points_per_sample": points, "data.num_workers": workers, "optim.lr": lr, "device": device,
-        "seed": seed, "model.pretrained": True if pretrained else None,
+        "precision": precision, "seed": seed, "model.pretrained": True if pretrained else None,
     }
     # the typed options as they are, then --set read by each field's type; one validation of the result, so a
     # --set may still correct an option, and the later of the two wins

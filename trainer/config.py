@@ -16,6 +16,8 @@ from typing import Any
 EXTRACTORS = ("global", "multilevel", "fpn")
 PROJECTIONS = ("orthographic", "perspective")
 LABEL_MODES = ("binary", "fixed", "adaptive")
+PRECISIONS = ("auto", "fp32", "bf16")
+"""the network's arithmetic (trainer.models.precision): auto | fp32 | bf16"""
 SECTIONS = ("data", "model", "labels", "optim")
 """TrainConfig's sections, in the order validate() checks them"""
 
@@ -159,12 +161,16 @@ class TrainConfig:
     """auto (cuda when present, else cpu) | cpu | cuda | cuda:N"""
     threads: int = 2
     """torch CPU threads per process"""
+    precision: str = "auto"
+    """the network's arithmetic: auto (on a CPU, bf16 autocast where it has AVX512-BF16 or AMX and a timed
+    training step of this network is faster in it; on CUDA, optim.amp) | fp32 (float32 throughout: the same bits
+    on one machine) | bf16 (bfloat16 autocast; refused where the hardware lacks it)"""
     preset: str = "paper"
     """the preset these values started from"""
 
 
 # Fields that may differ when a run is resumed: they change how, not what, is trained.
-RESUMABLE_FIELDS = ("optim.epochs", "data.num_workers", "device", "threads")
+RESUMABLE_FIELDS = ("optim.epochs", "data.num_workers", "device", "threads", "precision")
 
 
 def _paper() -> TrainConfig:
@@ -185,8 +191,9 @@ def _cpu_demo() -> TrainConfig:
 
 
 def _cpu_test() -> TrainConfig:
-    # The smallest sensible network, for tests that only need the code path to run.
-    cfg = TrainConfig(preset="cpu-test")
+    # The smallest sensible network, for tests that only need the code path to run; float32, so that a run is
+    # the same bits every time (auto would choose by timing).
+    cfg = TrainConfig(preset="cpu-test", precision="fp32")
     cfg.data = DataConfig(image_size=32, points_per_sample=256, batch_size=4, num_workers=0,
                           val_points=1024, val_views=1)
     cfg.model = ModelConfig(fpn_channels=16, point_embed_dim=32, decoder_hidden=32)
@@ -369,6 +376,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.point_frame": ("camera", "object"),
     "data.val_on": ("stored", "uniform"),
     "labels.mode": LABEL_MODES,
+    "precision": PRECISIONS,
 }
 
 

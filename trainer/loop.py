@@ -9,6 +9,7 @@ nccl on CUDA); only rank 0 writes files.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -49,7 +50,7 @@ from trainer.data import (
     training_object_ids,
 )
 from trainer.labels import SSchedule, label_v
-from trainer.models import build_model
+from trainer.models import build_model, precision
 from trainer.views import prepare_view
 from trainer.writer import WRITTEN, EpochRecord, RunWriter, repair_run_folder
 
@@ -145,16 +146,18 @@ def _to_device(batch: dict, device: torch.device, image_size: int) -> dict:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val: ValidationSet, cfg: TrainConfig, device: torch.device,
-             rank: int = 0, world: int = 1) -> dict[str, float]:
+             rank: int = 0, world: int = 1, dtype: torch.dtype | None = None) -> dict[str, float]:
     """Precision, recall, F1 and IoU of D(p) > 0.5 against the stored inside flags on the fixed validation
-    points (eval mode: batch norm uses its running statistics, as at inference)."""
+    points (eval mode: batch norm uses its running statistics, as at inference), the network in autocast to
+    `dtype` (None: float32) as in training."""
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=device)
     for batch in val.batches(cfg.data.batch_size, rank, world):
         b = _to_device(batch, device, cfg.data.image_size)
-        logits = model(b["images"], b["points"], b["K"], b["Rt"])
-        counts += _counts(logits, b["inside"])
+        with precision.autocast(device, dtype):
+            logits = model(b["images"], b["points"], b["K"], b["Rt"])
+        counts += _counts(logits.float(), b["inside"])
     model.train(was_training)
     return _scores(_all_reduce(counts, world).cpu())
 
@@ -186,7 +189,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
-    """autocast dtype (CUDA with optim.amp); None: float32 without autocast"""
+    """autocast dtype (cfg.precision, trainer.models.precision); None: float32 without autocast"""
     cache: ObjectCache
     ratio: float
     """positive ratio r: the fraction of training points inside (sets the initial s)"""
@@ -292,16 +295,16 @@ def _check_run_folder(cfg: TrainConfig, store, objects: _Objects, out: Path, res
 def _build(cfg: TrainConfig, data: Path, out: Path, device: torch.device, rank: int, world: int,
            objects: _Objects, identity: dict, resume: bool) -> _Run:
     """The model (fresh weights; pretrained ones only for a new run), Adam with the feature extractor at
-    optim.encoder_lr_scale x the decoder's rate, the AMP loss scaler, and the s schedule from the positive
-    ratio r of the training objects."""
+    optim.encoder_lr_scale x the decoder's rate, the precision and AMP loss scaler, and the s schedule from
+    the positive ratio r of the training objects."""
     model = build_model(cfg.model, load_pretrained=not resume).to(device)
+    # fused: one kernel over all parameters instead of ~10 small ones per tensor (a quarter of a cpu-demo step
+    # on a CPU went to Adam's per-tensor loop); the same update, the same state_dict
     optimizer = torch.optim.Adam([
         {"params": model.feature_extractor.parameters(), "lr": cfg.optim.lr * cfg.optim.encoder_lr_scale},
         {"params": model.decoder.parameters(), "lr": cfg.optim.lr},
-    ], weight_decay=cfg.optim.weight_decay)
-    amp_dtype = None
-    if device.type == "cuda" and cfg.optim.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    ], weight_decay=cfg.optim.weight_decay, fused=device.type in ("cpu", "cuda"))
+    amp_dtype = _amp_dtype(cfg, model, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     cache = ObjectCache(data)
     ratio = positive_ratio(cache, objects.train_ids)
@@ -311,10 +314,38 @@ def _build(cfg: TrainConfig, data: Path, out: Path, device: torch.device, rank: 
                 s_schedule=s_schedule)
 
 
+def _amp_dtype(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.dtype | None:
+    """cfg.precision on this device: on CUDA, auto follows optim.amp (bfloat16 where supported, else float16
+    with loss scaling); elsewhere trainer.models.precision.choose times a training step of a copy of the model
+    on a small batch of the run's shape (the copy: the probe's batch-norm statistics stay out of the run)."""
+    if device.type == "cuda" and cfg.precision == "auto":
+        if not cfg.optim.amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    probe_model = copy.deepcopy(model).train() if cfg.precision == "auto" else model
+    b, size, n = min(cfg.data.batch_size, 4), cfg.data.image_size, cfg.data.points_per_sample
+    generator = torch.Generator().manual_seed(0)  # the run's random streams are not drawn from
+    images = torch.rand(b, 3, size, size, generator=generator).to(device)
+    points = (torch.rand(b, n, 3, generator=generator) - 0.5).to(device)
+    K = torch.tensor([[size, 0.0, size / 2], [0.0, size, size / 2], [0.0, 0.0, 1.0]], device=device).expand(b, 3, 3)
+    Rt = torch.cat([torch.eye(3), torch.tensor([[0.0], [0.0], [2.0]])], 1).to(device).expand(b, 3, 4)
+
+    def step(dtype: torch.dtype | None) -> None:
+        with precision.autocast(device, dtype):
+            logits = probe_model(images, points, K, Rt)
+        F.binary_cross_entropy_with_logits(logits.float(), torch.zeros_like(logits, dtype=torch.float32)).backward()
+        probe_model.zero_grad(set_to_none=True)
+
+    return precision.choose(cfg.precision, device, step, "a training step")
+
+
 def _restore(run: _Run, saved: TrainingState) -> None:
     """Continue from a checkpoint: weights, optimiser, scaler, s state, epoch, best F1, history and RNG."""
     load_model_state(run.model, run.out / LAST, saved, to_dict(run.cfg))
+    fused = [group.get("fused") for group in run.optimizer.param_groups]
     run.optimizer.load_state_dict(saved.optimizer)
+    for group, value in zip(run.optimizer.param_groups, fused, strict=True):  # an older run's state is not fused
+        group["fused"] = value
     run.scaler.load_state_dict(saved.scaler)
     run.s_schedule.load_state_dict(saved.s_schedule)
     run.start_epoch, run.best_val_f1 = saved.epoch + 1, saved.best_val_f1
@@ -364,7 +395,7 @@ def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str
     for step, batch in enumerate(bar):
         b = _to_device(batch, device, cfg.data.image_size)
         target = label_v(b["udf"], b["inside"], s_schedule.s, cfg.labels.d_star)  # on the device, at batch time
-        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        with precision.autocast(device, run.amp_dtype):
             logits = feed.net(b["images"], b["points"], b["K"], b["Rt"])
         loss = F.binary_cross_entropy_with_logits(logits.float(), target)
         value = _all_reduce(loss.detach().clone(), world) / world
@@ -393,7 +424,7 @@ def _record_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float])
     """After training `epoch`: validation F1, the s schedule's step, and the epoch's metrics row, added to the
     run's history with its best F1 and epoch count. Writes nothing (rank 0's writer does)."""
     cfg = run.cfg
-    val_scores = evaluate(run.model, feed.val, cfg, run.device, run.rank, run.world)
+    val_scores = evaluate(run.model, feed.val, cfg, run.device, run.rank, run.world, run.amp_dtype)
     s_used = run.s_schedule.s
     change = run.s_schedule.end_of_epoch(epoch, val_scores["f1"])
     row = {"epoch": epoch + 1, "loss": trained["loss"], "train_f1": trained["train_f1"],
