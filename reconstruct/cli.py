@@ -83,7 +83,7 @@ def reconstruct(
     from inference.mesh_io import check_formats, write_mesh
     from inference.predictor import load_predictor
     from pipeline.schema.read import open_store
-    from reconstruct.framing import Framing, framing_from_store
+    from reconstruct.framing import Framing, remembered_framing
     from reconstruct.photos import read_photo
     from reconstruct.preview import preview as draw_preview
     from reconstruct.reconstruction import RECONSTRUCT_VERSION, check_size, metadata, reconstruct_image, scale_to_size
@@ -101,7 +101,7 @@ def reconstruct(
     predictor = load_predictor(checkpoint, device=device, precision=precision)
     if data is None and predictor.data and Path(predictor.data, "index.json").is_file():
         data = Path(predictor.data)  # the training store named in the checkpoint, where it is still there
-    framing = framing_from_store(open_store(data)) if data is not None else Framing()
+    framing = remembered_framing(open_store(data)) if data is not None else Framing()  # measured once a store
     out.mkdir(parents=True, exist_ok=True)
 
     failures: list[tuple[str, str]] = []

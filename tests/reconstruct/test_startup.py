@@ -5,6 +5,8 @@ the plain ones. A real command in a fresh process, a real checkpoint file, real 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -147,3 +149,66 @@ def test_preview_mesh_views_are_the_plain_renders():
         np.testing.assert_array_equal(view, render_mesh(vertices, faces, K, rt, tile, tile, PRED_COLOR))
     empty = mesh_views(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), K, Rts, tile)
     assert all(v.shape == (tile, tile, 4) and not v.any() for v in empty)
+
+
+# ---- the training store's framing, measured once a store ------------------------------------------------------
+FRAMING = """
+import json, sys
+from dataclasses import asdict
+from pathlib import Path
+from pipeline.schema.read import open_store
+from reconstruct.framing import remembered_framing
+framing = remembered_framing(open_store(sys.argv[1]), Path(sys.argv[2]))
+print(json.dumps({"framing": asdict(framing), "read_views": "zarr" in sys.modules}))
+"""
+
+
+def _remembered(store, cache) -> tuple[dict, bool]:
+    """remembered_framing in a fresh process: (the framing, whether it read the store's views: zarr loaded)."""
+    done = subprocess.run([sys.executable, "-c", FRAMING, str(store), str(cache)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    return out["framing"], out["read_views"]
+
+
+def test_framing_is_measured_once_a_store_and_again_when_it_changes(demo_store, tmp_path):
+    from dataclasses import asdict
+
+    from pipeline.schema.read import open_store
+    from reconstruct.framing import framing_from_store
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_store, store)
+    measured = asdict(framing_from_store(open_store(store)))
+    cache = tmp_path / "cache"
+    assert _remembered(store, cache) == (measured, True)
+    assert len(list(cache.iterdir())) == 1
+    assert _remembered(store, cache) == (measured, False)  # the same figures, no view read
+    index = store / "index.json"
+    os.utime(index, ns=(index.stat().st_atime_ns, index.stat().st_mtime_ns + 1_000_000_000))
+    assert _remembered(store, cache) == (measured, True)  # the store's index changed: measured again
+    assert _remembered(store, cache) == (measured, False)
+
+
+@pytest.mark.parametrize("figures", [
+    '{"fill": NaN, "distance": 1.8, "image_size": 137, "greyscale": true}',
+    '{"fill": 0.6, "distance": -1, "image_size": 137, "greyscale": true}',
+    '{"fill": 0.6, "distance": 1.8, "image_size": true, "greyscale": true}',
+    '{"fill": "0.6", "distance": 1.8, "image_size": 137, "greyscale": true}',
+    '{"fill": 0.6, "distance": 1.8, "image_size": 137, "greyscale": true, "source": "/elsewhere"}',
+    "[" * 3000 + "]" * 1000, '"x"' + " " * 5000])
+def test_a_remembered_framing_that_is_not_one_is_measured_again(demo_store, tmp_path, figures):
+    from dataclasses import asdict
+
+    from pipeline.schema.read import open_store
+    from reconstruct.framing import framing_from_store
+
+    measured = asdict(framing_from_store(open_store(demo_store)))
+    cache = tmp_path / "cache"
+    _remembered(demo_store, cache)
+    (path,) = cache.iterdir()
+    record = json.loads(path.read_text())
+    key = json.dumps({k: record[k] for k in ("version", "store", "index")})[:-1]
+    path.write_text(f'{key}, "framing": {figures}}}' if figures.startswith("{") else figures)
+    assert _remembered(demo_store, cache) == (measured, True)
