@@ -153,6 +153,127 @@ def levers(store, fields: CheckpointFields, config: EvalConfig, object_id: str) 
           f"vertices within {np.abs(v_full - v_box).max():.1e})")
 
 
+# ---- the CPU rest of an object (everything but the network's queries), this tree against an earlier commit's ----
+CPU_REST_BASELINE = "efc8e35"  # main before the CPU-rest levers of issue 24 (metrics, extract_mesh)
+CPU_REST_FILES = ("evaluation/metrics.py", "inference/extract_mesh.py")
+
+
+class _Replay:
+    """A field that answers from a record of the network's answers, in order, whatever the batches; it keeps the
+    points asked when `keep` (to compare two extractions' queries)."""
+
+    def __init__(self, answers: np.ndarray, keep: bool = False):
+        self.answers, self.at, self.asked = answers, 0, [] if keep else None
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        if self.asked is not None:
+            self.asked.append(points.copy())
+        start, self.at = self.at, self.at + len(points)
+        return self.answers[start:self.at]
+
+
+def _baseline_modules(baseline: str, tmp: str) -> tuple:
+    """(metrics, extract_mesh) of `baseline`: a checkout folder, or a commit of this repository exported to tmp."""
+    import importlib.util
+    import subprocess
+
+    root = Path(baseline)
+    if not root.is_dir():
+        repo = Path(__file__).resolve().parents[1]
+        archive = subprocess.run(["git", "-C", str(repo), "archive", baseline, *CPU_REST_FILES], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        root = Path(tmp)
+    modules = []
+    for relative in CPU_REST_FILES:
+        name = "baseline_" + Path(relative).stem
+        spec = importlib.util.spec_from_file_location(name, root / relative)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return tuple(modules)
+
+
+def _cpu_rest(metrics, extract, answers, ref, cameras, config, keep=False) -> tuple[dict, object, dict, list]:
+    """One object's CPU rest with these metrics and extract_mesh modules, the network replayed from `answers`:
+    (seconds by step, the extraction, the surface scores, the points asked)."""
+    from pipeline.cameras import silhouettes
+
+    field = _Replay(answers, keep)
+    t = {}
+    mesh = extract.extract_mesh(field, config.resolution, config.coarse, extract.THRESHOLD, config.batch_size)
+    t["grid"] = mesh.seconds - mesh.query_seconds - mesh.marching_seconds
+    t["marching_cubes"] = mesh.marching_seconds
+    scores = metrics.surface_scores(mesh.vertices, mesh.faces, ref["ref_surface_points"], ref["ref_surface_normals"],
+                                    config.n_samples, config.tau, config.seed, workers=1, timings=t,
+                                    tau_2=config.tau_2)
+    t0 = time.perf_counter()
+    silhouettes(mesh.vertices, mesh.faces, *cameras)
+    t["silhouettes"] = time.perf_counter() - t0
+    return t, mesh, scores, field.asked
+
+
+def _same_scores(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+
+
+def cpu_rest_levers(store, fields: CheckpointFields, config: EvalConfig, object_ids: list[str], baseline: str,
+                    repeat: int = 3) -> None:
+    """Everything an object costs besides the network's queries (grid bookkeeping, marching cubes, surface
+    sampling, the KD-trees, ECD, silhouettes), `baseline`'s code and this tree's side by side in this process,
+    alternating, on the network's recorded answers, as an eval worker runs (one core, its malloc thresholds):
+    the median of `repeat` runs per step, and whether the queries, the mesh and every score are the same."""
+    from common.threads import keep_freed_memory, pin_library_threads
+    from evaluation import metrics
+    from evaluation.executors import EVAL_WORKER_MALLOC
+    from evaluation.object_eval import _silhouette_views, read_view
+    from inference import extract_mesh as extract
+
+    pin_library_threads(1)
+    keep_freed_memory(int(EVAL_WORKER_MALLOC["MALLOC_MMAP_THRESHOLD_"]))
+    steps = ("grid", "marching_cubes", "sampling", "nearest", "ecd", "silhouettes")
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = {"before": _baseline_modules(baseline, tmp), "now": (metrics, extract)}
+        print(f"\nthe CPU rest of an object (the network replayed from a record), {baseline} (before) against this "
+              f"tree (now), one core, median of {repeat}; load average {os.getloadavg()[0]:.2f}")
+        totals = {side: 0.0 for side in sides}
+        for object_id in object_ids:
+            view = read_view(store, object_id, config.view)
+            field = fields(view)
+            recorded = []
+            extract.extract_mesh(lambda p, f=field, r=recorded: r.append(f(p)) or r[-1], config.resolution,
+                                 config.coarse, extract.THRESHOLD, config.batch_size)
+            answers = np.concatenate(recorded)
+            ref = store.load(object_id, ["ref_surface_points", "ref_surface_normals"])
+            K, Rt = store.read(object_id, "K"), store.read(object_id, "Rt")
+            views = _silhouette_views(len(K), config.silhouette_views)
+            cameras = (K[views], Rt[views], *view.image.shape[:2])
+            runs = {side: [] for side in sides}
+            first = {side: _cpu_rest(*modules, answers, ref, cameras, config, keep=True)
+                     for side, modules in sides.items()}  # untimed: warms both, and gives what is compared
+            for k in range(repeat):
+                for side in (("before", "now") if k % 2 == 0 else ("now", "before")):
+                    runs[side].append(_cpu_rest(*sides[side], answers, ref, cameras, config)[0])
+            (_, mesh_b, scores_b, asked_b), (_, mesh_n, scores_n, asked_n) = first["before"], first["now"]
+            same_queries = len(asked_b) > 0 and np.array_equal(np.concatenate(asked_b), np.concatenate(asked_n))
+            same_mesh = np.array_equal(mesh_b.vertices, mesh_n.vertices) and np.array_equal(mesh_b.faces,
+                                                                                              mesh_n.faces)
+            print(f"  {object_id}: {mesh_n.n_queries:,} queries, {len(mesh_n.faces):,} faces; same queries in the "
+                  f"same order: {same_queries}; same mesh: {same_mesh}; every score the same: "
+                  f"{_same_scores(scores_b, scores_n)} (Chamfer-L1 {scores_n['chamfer_l1']:.6f})")
+            print(f"    {'step':16s} {'before':>8s} {'now':>8s} {'gain':>6s}")
+            for step in (*steps, "total"):
+                med = {side: float(np.median([sum(r[s] for s in steps) if step == "total" else r[step]
+                                              for r in runs[side]])) for side in sides}
+                print(f"    {step:16s} {med['before']:8.3f} {med['now']:8.3f} {med['before'] / med['now']:5.2f}x")
+                if step == "total":
+                    for side in sides:
+                        totals[side] += med[side] / len(object_ids)
+        print(f"  mean per object: {totals['before']:.3f} s before, {totals['now']:.3f} s now "
+              f"({totals['before'] / totals['now']:.2f}x); load average after {os.getloadavg()[0]:.2f}")
+
+
 def _view(store, object_id, config):
     from evaluation.object_eval import read_view
 
@@ -171,9 +292,25 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=CPU_BATCH, help="decoder points per call")
     ap.add_argument("--pictures", action="store_true", help="draw the pictures too (off: the goal's setting)")
     ap.add_argument("--levers", action="store_true", help="also measure each speed lever on one object")
+    ap.add_argument("--cpu-rest", action="store_true",
+                    help="only the CPU rest of each object (no throughput runs): --levers-baseline's and this tree's")
+    ap.add_argument("--levers-baseline", default=CPU_REST_BASELINE,
+                    help="the commit of this repository, or a checkout folder, whose CPU rest --levers and --cpu-rest "
+                    "compare with this tree's")
     ap.add_argument("--gpu-points-per-s", type=float, default=20e6,
                     help="ASSUMED decoder points/s of one H200 for the projection (not measured here)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of an earlier commit: its `aps eval` and this tree's (fp32, bf16) side by side, "
+                    "by step (benchmarks/eval_trees.py), instead of the throughput runs")
+    ap.add_argument("--keep", type=Path, default=None, help="with --baseline: keep the eval folders here")
     args = ap.parse_args()
+    if args.baseline:
+        from eval_trees import compare
+
+        compare(args.baseline, Path(args.checkpoint), Path(args.data), max(1, args.repeat // 2),
+                ["--split", args.split, "--resolution", str(args.resolution), "--coarse", str(args.coarse)],
+                args.keep)
+        return
 
     import torch
 
@@ -183,6 +320,9 @@ def main() -> None:
     config = EvalConfig(split=args.split, resolution=args.resolution, coarse=args.coarse, pictures=args.pictures)
     fields = CheckpointFields(args.checkpoint, threads=1, batch_points=args.batch)
     fields.predictor()
+    if args.cpu_rest:
+        cpu_rest_levers(store, fields, config, ids, args.levers_baseline)
+        return
     print(f"checkpoint {args.checkpoint}, store {args.data}: {len(ids)} {args.split} objects x {args.repeat}; "
           f"{args.resolution}^3 coarse-to-fine from {args.coarse}^3; decoder batch {args.batch}; "
           f"pictures {'on' if args.pictures else 'off'}; "
@@ -237,6 +377,7 @@ def main() -> None:
     print(f"load average after {os.getloadavg()[0]:.2f}")
     if args.levers:
         levers(store, fields, config, ids[0])
+        cpu_rest_levers(store, fields, config, ids, args.levers_baseline)
 
 
 if __name__ == "__main__":

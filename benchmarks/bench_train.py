@@ -5,6 +5,12 @@ that many objects, with the point cache as it was and as it is.
     python benchmarks/bench_train.py --data data/industrial-demo [--preset paper] [--batches 60]
     python benchmarks/bench_train.py --data data/industrial-demo --objects 4096 [--store PATH]
         [--point-cache-mb 1024 128] [--workers 2]
+    python benchmarks/bench_train.py --data data/industrial-demo --baseline /tmp/base [--presets cpu-demo paper]
+
+--baseline TREE times the training step of another checkout (e.g. `git archive efc8e35 | tar -x -C /tmp/base`)
+and of this one side by side, alternating processes, by part: forward (encode, decode, loss), backward, optimiser
+step; each tree's network, precision and optimiser as its own `aps train` sets them (trees before the CPU
+precision change: float32 and Adam's per-tensor loop). It names the CPU's bfloat16 instructions.
 
 A sample is one object-view with its points (2048 in the paper preset). The loader figures exclude the first
 pass over the objects (the per-worker caches fill then: one read per shard, one per object's views).
@@ -91,6 +97,97 @@ def step_rate(data: str, cfg, steps: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch["points"].shape[0] / (time.perf_counter() - t0)
+
+
+def step_parts(data: str, cfg, steps: int, rounds: int) -> dict[str, float]:
+    """Seconds per training step by part (forward, backward, optimizer, total) and samples/s, best of `rounds`
+    rounds of `steps` steps, on one real batch of the store, with this process's trainer package: its network,
+    and the precision and Adam its loop would use."""
+    import torch.nn.functional as F
+
+    import trainer.loop as loop
+    from pipeline.schema import open_store
+    from trainer.data import EpochBatches, TrainingSamples, training_object_ids
+    from trainer.labels import label_v
+    from trainer.models import build_model
+    from trainer.views import prepare_view
+
+    device = torch.device("cpu")
+    ids = training_object_ids(open_store(data), cfg.data)
+    dataset = TrainingSamples(data, ids, cfg.data.points_per_sample, cfg.data.views, cfg.seed)
+    sampler = EpochBatches(len(ids), cfg.data.batch_size, max(1, -(-cfg.data.batch_size // len(ids))), cfg.seed)
+    batch = dataset[next(iter(sampler))]
+    torch.manual_seed(0)
+    model = build_model(cfg.model, load_pretrained=False).train()
+    new = hasattr(loop, "_amp_dtype")  # the tree has the CPU precision change (and fused Adam with it)
+    dtype = loop._amp_dtype(cfg, model, device) if new else None
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, **({"fused": True} if new else {}))
+    autocast = torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
+    parts = {"forward": [], "backward": [], "optimizer": []}
+
+    def step(record: bool) -> None:
+        t0 = time.perf_counter()
+        images, K = prepare_view(batch["images"], batch["K"], cfg.data.image_size)
+        target = label_v(batch["udf"], batch["inside"], 0.5, cfg.labels.d_star)
+        with autocast:
+            logits = model(images, batch["points"], K, batch["Rt"])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        if record:
+            for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                parts[name].append(seconds)
+
+    step(False)
+    step(False)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for lst in parts.values():
+            lst.clear()
+        for _ in range(steps):
+            step(True)
+        means = {name: sum(v) / len(v) for name, v in parts.items()}
+        means["total"] = sum(means.values())
+        if not best or means["total"] < best["total"]:
+            best = means
+    best["samples_per_s"] = cfg.data.batch_size / best["total"]
+    best["precision"] = "bf16" if dtype is torch.bfloat16 else "fp32"
+    return best
+
+
+def compare_trees(baseline: Path, data: str, presets: list[str], steps: int, threads: int) -> None:
+    """step_parts of the baseline tree and of this one, for each preset, each in its own process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from trainer.models.precision import cpu_bf16_instructions
+
+    here = Path(__file__).resolve().parents[1]
+    print(f"CPU bfloat16 instructions: {cpu_bf16_instructions() or 'none'}; torch {torch.__version__}, "
+          f"{threads} threads; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"{'preset':<9} {'tree':<9} {'precision':<9} {'forward':>9} {'backward':>9} {'optimizer':>9} "
+          f"{'step':>9} {'samples/s':>10} {'ratio':>6}")
+    for name in presets:
+        rates = {}
+        for tree, path in (("baseline", baseline), ("new", here)):
+            code = (f"import json, torch; torch.set_num_threads({threads}); import bench_train as b; "
+                    f"from trainer.config import preset; "
+                    f"print(json.dumps(b.step_parts({data!r}, preset({name!r}), {steps}, 3)))")
+            env = dict(os.environ, PYTHONPATH=f"{Path(__file__).parent}{os.pathsep}{path}")
+            out = subprocess.run([sys.executable, "-c", code], env=env, cwd=path, check=True, capture_output=True,
+                                 text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            rates[tree] = r["samples_per_s"]
+            ratio = rates[tree] / rates["baseline"]
+            print(f"{name:<9} {tree:<9} {r['precision']:<9} {r['forward']:9.3f} {r['backward']:9.3f} "
+                  f"{r['optimizer']:9.3f} {r['total']:9.3f} {r['samples_per_s']:10.1f} {ratio:5.2f}x", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (seconds per step, best of 3 rounds of {steps} steps)")
 
 
 def copies_store(source: str, path: Path, n_objects: int, split: str, shard_size: int = 16) -> Path:
@@ -261,8 +358,15 @@ def main() -> None:
     parser.add_argument("--point-cache-mb", type=float, nargs="+", default=[1024.0],
                         help="point budgets to compare with the earlier, unbounded reader")
     parser.add_argument("--workers", type=int, default=2, help="loader workers of that comparison")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of another commit: its training step and this tree's, side by side")
+    parser.add_argument("--presets", nargs="+", default=["cpu-demo", "paper"], help="presets of --baseline")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.baseline:
+        compare_trees(args.baseline.resolve(), str(Path(args.data).resolve()), args.presets, args.steps,
+                      args.threads)
+        return
     cfg = override(preset(args.preset), args.set)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)

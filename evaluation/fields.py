@@ -33,7 +33,7 @@ class CheckpointFields:
     points per decoder call. On a CPU, 4096 is twice as fast as 65536 (the layers' activations stay in cache:
     benchmarks/bench_eval.py --levers); a GPU wants large batches (aps eval gives it 262144). sha256: when
     given, the bytes every process loads must have it (the eval's results are named by it: evaluation.results).
-    precision: auto | fp32 | bf16 (trainer.models.precision); `aps eval` resolves auto once, in its own
+    precision: fp32 | auto | bf16 (trainer.models.precision); `aps eval` resolves auto once, in its own
     process, and gives every worker the answer, so that all objects of a run are predicted alike.
     """
 
@@ -42,7 +42,7 @@ class CheckpointFields:
     threads: int | None = None
     batch_points: int = CPU_BATCH
     sha256: str = ""
-    precision: str = "auto"
+    precision: str = "fp32"
 
     def predictor(self) -> Predictor:
         path = resolve_checkpoint(self.checkpoint)

@@ -124,10 +124,11 @@ class Predictor:
         return occupancy
 
 
-def load_predictor(path: str | Path, device: str = "cpu", precision: str = "auto",
+def load_predictor(path: str | Path, device: str = "cpu", precision: str = "fp32",
                    batch_points: int = 65536) -> Predictor:
     """A Predictor from a .ckpt file or a run folder (then RUN/best.ckpt, else RUN/last.ckpt), in `precision`
-    (trainer.models.precision.choose; auto times a decoder call of batch_points points in both)."""
+    (trainer.models.precision.choose; auto times a decoder call of batch_points points in both). fp32 by
+    default: bf16 moves the 0.5-level of a trained network's field (docs/EVALUATION.md), so it is asked for."""
     ckpt = resolve_checkpoint(path)
     dev = torch.device(device)
     saved = load_state(ckpt, map_location=dev)

@@ -98,3 +98,23 @@ def test_aps_eval_on_workers_resumes_and_refuses_another_checkpoint(eval_store, 
     assert other.exit_code != 0
     assert "holds 2 object result(s) of an eval with other settings (field: 'checkpoint sha256" in \
         str(other.exception)
+
+
+def test_an_eval_in_another_precision_is_another_eval(eval_store, checkpoints, tmp_path):
+    """fp32 is the default; a bf16 (or auto) eval predicts another field, so it is refused in a folder of fp32
+    results instead of being mixed with them, and the identity names the precision the workers ran in."""
+    from trainer.models.precision import bf16_unavailable
+
+    out = tmp_path / "eval"
+    first = aps_eval("--checkpoint", checkpoints[0], "--data", eval_store, "--out", out, "--scheduler", "serial")
+    assert first.exit_code == 0, first.output
+    assert "network: fp32 (--precision fp32)" in first.output
+    assert json.loads((out / "resume.json").read_text())["identity"]["field"].endswith(" in fp32")
+    if bf16_unavailable(torch.device("cpu")):
+        refused = aps_eval("--checkpoint", checkpoints[0], "--data", eval_store, "--out", out, "--precision", "bf16")
+        assert refused.exit_code != 0 and "precision bf16: this CPU has neither" in str(refused.exception)
+        return
+    other = aps_eval("--checkpoint", checkpoints[0], "--data", eval_store, "--out", out, "--scheduler", "serial",
+                     "--precision", "bf16")
+    assert other.exit_code != 0
+    assert "of an eval with other settings" in str(other.exception) and " in fp32" in str(other.exception)
