@@ -86,7 +86,7 @@ def plot(results: dict[str, dict[int, list[dict]]], path: Path) -> None:
             axes[0].plot(epochs, [r["val_iou"] for r in rows], color=colours.get(tree), label=label, alpha=0.8)
             axes[1].plot(epochs, [r["samples_per_s"] for r in rows], color=colours.get(tree), label=label, alpha=0.8)
     axes[0].set(xlabel="epoch", ylabel="validation IoU", title="learning (3 seeds each)")
-    axes[1].set(xlabel="epoch", ylabel="samples/s", title="training speed (2 cores)")
+    axes[1].set(xlabel="epoch", ylabel="samples/s", title=f"aps train speed ({THREADS} torch thread, 2-core CPU)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
