@@ -24,6 +24,7 @@ leads to; choose `coarse` so the coarse spacing (1.1 / coarse) is below the thin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -128,13 +129,20 @@ def _cell_corners(cells: np.ndarray) -> np.ndarray:
     """cells: (n,)*3 flags -> (n+1,)*3 flags of the grid points that are a corner of a flagged cell."""
     points = cells
     for axis in range(3):
-        pad = [(0, 0)] * 3
-        pad[axis] = (1, 0)
-        a = np.pad(points, pad)
-        pad[axis] = (0, 1)
-        b = np.pad(points, pad)
-        points = a | b
+        shape = list(points.shape)
+        shape[axis] += 1
+        grown = np.zeros(shape, bool)
+        grown[_along(axis, slice(None, -1))] = points  # a cell's lower corner ...
+        grown[_along(axis, slice(1, None))] |= points  # ... and its upper one
+        points = grown
     return points
+
+
+def _along(axis: int, index: slice) -> tuple[slice, ...]:
+    """The 3-D index that takes `index` along `axis` and everything along the other two."""
+    out = [slice(None)] * 3
+    out[axis] = index
+    return tuple(out)
 
 
 def _crossing_corners(values: np.ndarray, threshold: float) -> np.ndarray:
@@ -171,15 +179,81 @@ def _upsample_known(known: np.ndarray) -> np.ndarray:
     return out
 
 
+def _subdivided_corners(cells: np.ndarray) -> np.ndarray:
+    """cells: (n,)*3 flags of coarse cells -> (2n+1,)*3 flags of the finer grid's points that are a corner of a
+    finer cell inside a flagged coarse cell: _cell_corners of the cells repeated twice along each axis, without
+    building the repeated grid. Along an axis, finer point 2a is a corner of coarse cells a-1 and a, finer point
+    2a+1 of coarse cell a alone; the three axes compose (a point's cells are the product of its axes' sets)."""
+    points = cells
+    for axis in range(3):
+        shape = list(points.shape)
+        shape[axis] = 2 * shape[axis] + 1
+        grown = np.zeros(shape, bool)
+        even = _along(axis, slice(0, None, 2))
+        grown[_along(axis, slice(1, None, 2))] = points
+        grown[even][_along(axis, slice(None, -1))] = points  # (views of views: writes reach `grown`)
+        grown[even][_along(axis, slice(1, None))] |= points
+        points = grown
+    return points
+
+
 def _evaluate(field: CountingField, values: np.ndarray, known: np.ndarray, need: np.ndarray,
-              resolution: int) -> int:
-    """Measure the field at the grid points flagged in `need` that are not yet `known`; returns how many."""
+              resolution: int) -> np.ndarray:
+    """Measure the field at the grid points flagged in `need` that are not yet `known`; returns their flat
+    indices."""
     flat = np.flatnonzero(need & ~known)  # C order, as argwhere: the field sees the same points in the same order
+    _measure(field, values, known, flat, resolution)
+    return flat
+
+
+def _measure(field: CountingField, values: np.ndarray, known: np.ndarray, flat: np.ndarray, resolution: int
+             ) -> None:
+    """Measure the field at the grid points of the flat indices `flat` (in that order)."""
     if len(flat):
-        index = np.stack(np.unravel_index(flat, need.shape), axis=1)
+        index = np.stack(np.unravel_index(flat, values.shape), axis=1)
         np.put(values, flat, field(grid_points(resolution, index)))
         np.put(known, flat, True)
-    return len(flat)
+
+
+NEAR_BLOCK = 16  # grid points per side of the blocks a closure round looks at around the points measured last
+
+
+def _unknown_crossing_corners_near(values: np.ndarray, known: np.ndarray, changed: np.ndarray,
+                                   threshold: float) -> np.ndarray:
+    """np.flatnonzero(_crossing_corners(values, threshold) & ~known), looked for only in the blocks of
+    NEAR_BLOCK^3 grid points around the points `changed` (flat indices) measured by the previous closure round.
+
+    Exact when every crossing cell none of whose corners changed since then had all its corners measured by then
+    (extract_coarse_to_fine's closure loop keeps that true): such a cell still crosses, or not, as before, so
+    only cells with a changed corner can add points, and their corners lie within one point of a changed point.
+    Returned in C order, as flatnonzero: the field sees the same points in the same order. A round that changed
+    points all over the grid is looked at whole instead (as fast, fewer Python steps).
+    """
+    size = values.shape[0]
+    if len(changed) == 0:
+        return changed
+    n_blocks = -(-size // NEAR_BLOCK)
+    index = np.stack(np.unravel_index(changed, values.shape), axis=1)
+    # the blocks holding [p - 1, p + 1] along each axis, for every changed point p
+    blocks = np.unique(np.concatenate([np.clip((index + np.array(d)) // NEAR_BLOCK, 0, n_blocks - 1)
+                                       for d in itertools.product((-1, 1), repeat=3)]), axis=0)
+    if len(blocks) * NEAR_BLOCK ** 3 > values.size // 4:
+        return np.flatnonzero(_crossing_corners(values, threshold) & ~known)
+    found = []
+    for block in blocks:
+        start = block * NEAR_BLOCK
+        stop = np.minimum(start + NEAR_BLOCK, size)
+        # the inside flags of points [start - 1, stop] (all corners of the cells that touch the block), the frame
+        # of "outside" where that runs past the grid
+        lo, hi = np.maximum(start - 1, 0), np.minimum(stop, size - 1)
+        inside = values[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] > threshold
+        inside = np.pad(inside, [(int(start[a] == 0), int(stop[a] == size)) for a in range(3)])
+        corners = _cell_corners(_crossing_cells(inside))[1:-1, 1:-1, 1:-1]
+        need = corners & ~known[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
+        local = np.nonzero(need)
+        if len(local[0]):
+            found.append(np.ravel_multi_index(tuple(local[a] + start[a] for a in range(3)), values.shape))
+    return np.sort(np.concatenate(found)) if found else changed[:0]
 
 
 # ---- marching cubes ------------------------------------------------------------------------------------
@@ -187,13 +261,18 @@ def _marching_cubes(values: np.ndarray, resolution: int, threshold: float) -> tu
     """values: (resolution+1,)*3 occupancies on the grid -> vertices (V, 3) float32, faces (F, 3) int64."""
     from skimage.measure import marching_cubes  # scikit-image (with scipy) loads only when a mesh is extracted
 
-    padded = np.pad(values, 1, constant_values=0.0)  # one layer outside the box: meshes always close
-    # Only a cell with a corner at or above the threshold can hold a face: march over the box of those corners
-    # and one cell around them (the same cells in the same order, so the same faces; a third of the time on a
-    # 256^3 grid, benchmarks/bench_eval.py).
-    lo, hi = _bounds(padded >= threshold)
-    lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, np.array(padded.shape) - 1)
-    box = padded[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
+    # The grid padded by one layer of 0.0 (outside), so that meshes always close. Only a cell with a corner at or
+    # above the threshold can hold a face: march over the box of those corners and one cell around them (the same
+    # cells in the same order, so the same faces; a third of the time on a 256^3 grid, benchmarks/bench_eval.py).
+    # The box is filled from the grid directly, not cut from a padded copy of the whole grid: its index b along an
+    # axis is grid index lo - 1 + b.
+    n = values.shape[0] - 1
+    lo, hi = _bounds(values >= threshold)
+    box = np.zeros(tuple(hi - lo + 3), np.float32)
+    src_lo, src_hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, n)  # the grid points inside the box
+    dst_lo, dst_hi = src_lo - (lo - 1), src_hi - (lo - 1) + 1
+    box[dst_lo[0]:dst_hi[0], dst_lo[1]:dst_hi[1], dst_lo[2]:dst_hi[2]] = \
+        values[src_lo[0]:src_hi[0] + 1, src_lo[1]:src_hi[1] + 1, src_lo[2]:src_hi[2] + 1]
     # gradient_direction="ascent": the occupancy grows inwards, so this orients faces outward.
     verts, faces, _, _ = marching_cubes(box, level=threshold, gradient_direction="ascent", allow_degenerate=False)
     verts = (verts.astype(np.float64) + (lo - 1.0)) * grid_spacing(resolution) - BOX_HALF
@@ -212,8 +291,7 @@ def _bounds(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _finish(values: np.ndarray, resolution: int, threshold: float, field: CountingField,
             t0: float) -> Extraction:
-    inside = values > threshold
-    if not inside.any():
+    if not values.max() > threshold:  # no point inside (the field's values are finite: CountingField)
         return Extraction(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), field.n_queries,
                           time.perf_counter() - t0, resolution, "no_surface", field.seconds)
     t_mc = time.perf_counter()
@@ -257,12 +335,16 @@ def extract_coarse_to_fine(field: Field, resolution: int = 256, coarse: int = 32
             # subdivide the crossing cells of the coarser level: measure all points of their sub-cells
             crossing = _crossing_cells(np.pad(values > threshold, 1, constant_values=False))[1:-1, 1:-1, 1:-1]
             values, known, n = _upsample_values(values), _upsample_known(known), 2 * n
-            fine_cells = crossing.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-            _evaluate(counting, values, known, _cell_corners(fine_cells), n)
-        # closure: every cell that (by measured or interpolated corners) crosses gets all corners measured
+            _evaluate(counting, values, known, _subdivided_corners(crossing), n)
+        # closure: every cell that (by measured or interpolated corners) crosses gets all corners measured. The
+        # first round looks at the whole grid; after it, a crossing cell whose corners are not all measured must
+        # have a corner that the previous round measured, so each later round looks only around those points.
         rounds = 0
-        while _evaluate(counting, values, known, _crossing_corners(values, threshold), n):
+        changed = _evaluate(counting, values, known, _crossing_corners(values, threshold), n)
+        while len(changed):
             rounds += 1
+            changed = _unknown_crossing_corners_near(values, known, changed, threshold)
+            _measure(counting, values, known, changed, n)
         log.debug("coarse-to-fine level %d (%d^3 cells): %d closure rounds, %d queries so far",
                   level, n, rounds, counting.n_queries)
     return _finish(values, resolution, threshold, counting, t0)
