@@ -52,10 +52,10 @@ def make_photos(store_path: str, folder: Path, count: int) -> list[Path]:
     return photos
 
 
-def run(tree: Path, photos: Path, out: Path, args) -> float:
-    """Wall seconds of `aps reconstruct PHOTOS` with the code of `tree`, in a fresh process."""
+def run(tree: Path, photos: Path, out: Path, args, extra: list[str]) -> float:
+    """Wall seconds of `aps reconstruct PHOTOS [EXTRA]` with the code of `tree`, in a fresh process."""
     command = [sys.executable, "-m", "aps", "reconstruct", str(photos), "--checkpoint", str(args.checkpoint),
-               "--out", str(out), "--data", str(args.data), "--threads", str(args.threads)]
+               "--out", str(out), "--data", str(args.data), "--threads", str(args.threads), *extra]
     env = {**os.environ, "PYTHONPATH": str(tree), "APS_LOG_LEVEL": "WARNING"}
     started = time.perf_counter()
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=8, help="photos of the longer run (at least 2)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each tree and size; the fastest is kept")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--options", default="", help="more options for this tree's command only, e.g. '--precision fp32'")
     args = ap.parse_args()
     args.checkpoint, args.data, baseline = args.checkpoint.resolve(), args.data.resolve(), args.baseline.resolve()
     if args.images < 2 or not (baseline / "aps" / "cli.py").is_file():
@@ -106,7 +107,8 @@ def main() -> None:
         for r in range(args.repeat):
             for name, tree in trees.items():
                 for n, folder in ((1, one), (args.images, many)):
-                    seconds = run(tree, folder, tmp / f"out-{name}-{n}-{r}", args)
+                    extra = args.options.split() if tree == ROOT else []
+                    seconds = run(tree, folder, tmp / f"out-{name}-{n}-{r}", args, extra)
                     best[name, n] = min(best[name, n], seconds)
         wrong = differences(tmp / f"out-baseline-{args.images}-0", tmp / f"out-this tree-{args.images}-0")
     load_after = os.getloadavg()
@@ -114,7 +116,7 @@ def main() -> None:
     print(f"`aps reconstruct`, {args.checkpoint.name} of {args.checkpoint.parent}, framing of {args.data}; "
           f"--threads {args.threads}, best of {args.repeat}; load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after")
-    print(f"baseline: {baseline}; this tree: {ROOT}")
+    print(f"baseline: {baseline}; this tree: {ROOT} {args.options}")
     rows = {}
     for name in trees:
         t1, tn = best[name, 1], best[name, args.images]
