@@ -212,3 +212,16 @@ def test_a_remembered_framing_that_is_not_one_is_measured_again(demo_store, tmp_
     key = json.dumps({k: record[k] for k in ("version", "store", "index")})[:-1]
     path.write_text(f'{key}, "framing": {figures}}}' if figures.startswith("{") else figures)
     assert _remembered(demo_store, cache) == (measured, True)
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_measurement(demo_store, tmp_path):
+    from dataclasses import asdict
+
+    from pipeline.schema.read import open_store
+    from reconstruct.framing import framing_from_store
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    measured = asdict(framing_from_store(open_store(demo_store)))
+    assert _remembered(demo_store, blocked) == (measured, True)
+    assert _remembered(demo_store, blocked) == (measured, True)
