@@ -149,7 +149,8 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
 
     K_all, Rt_all = store.read(object_id, "K"), store.read(object_id, "Rt")
     views = _silhouette_views(len(K_all), config.silhouette_views)
-    ref_masks = np.stack([store.read(object_id, "images", int(v))[..., 3] > 0 for v in views])
+    # the object's views are stored together: one read decodes them once (a read per view decoded them 8 times)
+    ref_masks = store.read(object_id, "images")[views, ..., 3] > 0
     height, width = ref_masks.shape[1:]
     pred_masks = silhouettes(vertices, faces, K_all[views], Rt_all[views], height, width)
     row["silhouette_iou"] = metrics.silhouette_iou(pred_masks, ref_masks)
