@@ -95,14 +95,15 @@ _TRIMESH_TOL_ZERO = float(np.finfo(np.float64).resolution * 100)  # trimesh.util
 LEAF_SIZE = 64  # points per KD-tree leaf: scipy's 16 visits more nodes for the same distances (only between two
 # equidistant neighbours could the index found differ); 48-96 are within 5% of each other on 100k surface
 # samples, 32 10% slower, 16 30% slower (benchmarks/bench_eval.py --levers)
+PAIRS_LEAF_SIZE = 32  # ... and of the trees whose close pairs give the edge points: 16-32 there, 64 is 20% slower
 
 
-def _tree(points: np.ndarray) -> cKDTree:
+def _tree(points: np.ndarray, leafsize: int = LEAF_SIZE) -> cKDTree:
     """A KD-tree split at the sliding midpoint (balanced_tree=False) with each node's box left as the split made it
     (compact_nodes=False): built in half the time of scipy's default (median splits, boxes shrunk to the points),
     and on surface samples its nearest-neighbour queries run 1.5-2.4x faster (benchmarks/bench_eval.py --levers).
     Any tree gives the exact nearest neighbours; only the order in which nodes are visited changes."""
-    return cKDTree(points, leafsize=LEAF_SIZE, balanced_tree=False, compact_nodes=False)
+    return cKDTree(points, leafsize=leafsize, balanced_tree=False, compact_nodes=False)
 
 
 def _query_in_tree_order(tree: cKDTree, queries: cKDTree, workers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +189,7 @@ def _close_pairs(points: np.ndarray, normals: np.ndarray, eps: float) -> tuple[n
     """Every pair (i, j), i < j, of points within eps of each other, and |n_i . n_j| of each: (K, 2), (K,)."""
     points = np.asarray(points, np.float64)
     normals = _unit(np.asarray(normals, np.float64))
-    pairs = _tree(points).query_pairs(eps, output_type="ndarray")
+    pairs = _tree(points, PAIRS_LEAF_SIZE).query_pairs(eps, output_type="ndarray")
     return pairs, np.abs(np.einsum("ij,ij->i", normals[pairs[:, 0]], normals[pairs[:, 1]]))
 
 
