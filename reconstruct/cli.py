@@ -55,9 +55,9 @@ def reconstruct(
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>.preview.png."),
     device: str = typer.Option("cpu", help="Torch device of the predictor."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
-    precision: str = typer.Option("auto", help="The network's arithmetic: auto (bf16 where the hardware has it and "
-                                  "a timed decoder call is faster) | fp32 (float32: the same bits on one machine) "
-                                  "| bf16."),
+    precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32, the default: the same "
+                                  "mesh on every machine) | auto (bf16 where the hardware has it and a timed decoder "
+                                  "call is faster: it moves the 0.5-level slightly, docs/EVALUATION.md) | bf16."),
 ) -> None:
     """Reconstruct a 3D mesh from each photo, with no camera pose needed.
 
