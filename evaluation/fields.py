@@ -15,10 +15,9 @@ import torch
 
 from evaluation.results import file_sha256
 from inference.extract_mesh import Field
-from inference.predictor import Predictor, load_predictor, resolve_checkpoint
+from inference.predictor import CPU_BATCH, GPU_BATCH, Predictor, load_predictor, resolve_checkpoint
 
-CPU_BATCH = 4096  # decoder points per call on a CPU
-GPU_BATCH = 1 << 18  # ... and on a GPU
+__all__ = ["CPU_BATCH", "GPU_BATCH", "CheckpointFields"]
 # network='client' predicts in threads (evaluation.executors.PREDICT_THREADS): lru_cache alone would let each
 # thread's first call load its own copy of the network
 _LOADING = threading.Lock()
