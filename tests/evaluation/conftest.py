@@ -53,3 +53,16 @@ def preprocessed_sphere(tmp_path_factory, subdivisions: int, n_reference: int) -
     path = tmp_path_factory.mktemp("sphere_store") / "store"
     assert run_preprocess(manifest, path, scheduler="serial").done == 1
     return path, mesh_file
+
+
+@pytest.fixture(scope="module")
+def part(eval_store):
+    """(normalised vertices, faces, reference surface points and normals) of the arm link of the fixture."""
+    from pipeline.schema import open_store
+    from pipeline.stages.load import load_mesh
+
+    store = open_store(eval_store)
+    oid = store.split("test")[0]
+    ref = store.load(oid, ["scale", "center", "ref_surface_points", "ref_surface_normals"])
+    v, f = load_mesh(store.info(oid)["source"])
+    return (v - ref["center"]) / float(ref["scale"]), f, ref["ref_surface_points"], ref["ref_surface_normals"]

@@ -11,17 +11,6 @@ from evaluation import metrics
 from inference.extract_mesh import BOX_HALF, THRESHOLD, extract_coarse_to_fine, extract_dense, grid_spacing
 from pipeline.schema import open_store
 from pipeline.stages.distances import winding_number
-from pipeline.stages.load import load_mesh
-
-
-@pytest.fixture(scope="module")
-def part(eval_store):
-    """(normalised vertices, faces, reference surface points and normals) of the arm link of the fixture."""
-    store = open_store(eval_store)
-    oid = store.split("test")[0]
-    ref = store.load(oid, ["scale", "center", "ref_surface_points", "ref_surface_normals"])
-    v, f = load_mesh(store.info(oid)["source"])
-    return (v - ref["center"]) / float(ref["scale"]), f, ref["ref_surface_points"], ref["ref_surface_normals"]
 
 
 def test_nearest_neighbours_are_those_of_plain_kdtree_queries(part):

@@ -8,10 +8,13 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from pipeline.schema import open_store
-from trainer.config import override, preset
+from trainer.checkpoint import save_checkpoint
+from trainer.config import override, preset, to_dict
 from trainer.loop import run_training
+from trainer.models import build_model
 
 # cpu-demo's network (64 px, 64-channel FPN, 128-wide decoder) on 2 parts x 6 views, 2000 samples
 CHECKPOINT_SETTINGS = ["data.image_size=64", "data.batch_size=8", "data.repeats=100", "data.num_workers=0",
@@ -29,3 +32,14 @@ def recon_run(demo_store, tmp_path_factory):
     started = time.monotonic()
     run_training(cfg, demo_store, out, progress=False)
     return out, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A real checkpoint file of an untrained cpu-test network: what it predicts does not matter here."""
+    torch.manual_seed(0)
+    cfg = preset("cpu-test")
+    path = tmp_path_factory.mktemp("untrained") / "untrained.ckpt"
+    save_checkpoint(path, {"config": to_dict(cfg), "model": build_model(cfg.model, load_pretrained=False)
+                           .state_dict(), "epoch": 0, "best_val_f1": 0.0})
+    return path

@@ -12,29 +12,14 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from aps.cli import app
 from reconstruct.photos import read_photo
 from tests.grid_cases import RESOLUTION_CASES, RESOLUTION_IDS
-from trainer.checkpoint import save_checkpoint
-from trainer.config import preset, to_dict
-from trainer.models import build_model
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A real checkpoint file of an untrained cpu-test network: what it predicts does not matter here."""
-    torch.manual_seed(0)
-    cfg = preset("cpu-test")
-    path = tmp_path_factory.mktemp("untrained") / "untrained.ckpt"
-    save_checkpoint(path, {"config": to_dict(cfg), "model": build_model(cfg.model, load_pretrained=False)
-                           .state_dict(), "epoch": 0, "best_val_f1": 0.0})
-    return path
 
 
 def part_photo(path, width: int, height: int, seed: int = 0) -> None:

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from evaluation.render import PRED_COLOR
@@ -20,9 +19,6 @@ from inference.mesh_io import ply_bytes, write_mesh
 from pipeline.cameras import render_mesh, scale_intrinsics
 from reconstruct.framing import R0, canonical_camera
 from reconstruct.preview import mesh_views
-from trainer.checkpoint import save_checkpoint
-from trainer.config import preset, to_dict
-from trainer.models import build_model
 
 # What `aps reconstruct` must not load: the other stages' command modules (aps.cli imported all of them to
 # build its command list: 0.2 s) and trimesh (0.4-0.7 s, for a PLY that numpy writes byte for byte).
@@ -37,17 +33,6 @@ atexit.register(lambda: pathlib.Path(marker).write_text("teardown ran"))
 from aps.cli import main
 main()
 """
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A real checkpoint file of an untrained cpu-test network: what it predicts does not matter here."""
-    torch.manual_seed(0)
-    cfg = preset("cpu-test")
-    path = tmp_path_factory.mktemp("untrained") / "untrained.ckpt"
-    save_checkpoint(path, {"config": to_dict(cfg), "model": build_model(cfg.model, load_pretrained=False)
-                           .state_dict(), "epoch": 0, "best_val_f1": 0.0})
-    return path
-
-
 def _aps(tmp_path, *args) -> tuple[subprocess.CompletedProcess, set[str]]:
     """`aps ARGS` in a fresh process: what it did (its stderr without the import times), and the modules it
     loaded."""
