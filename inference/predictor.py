@@ -76,7 +76,7 @@ class Predictor:
     runs in (None: float32; trainer.models.precision)."""
 
     def __init__(self, model: OccupancyNetwork, config: TrainConfig, device: torch.device, path: Path,
-                 batch_points: int = 65536, data: str = "", dtype: torch.dtype | None = None):
+                 batch_points: int = CPU_BATCH, data: str = "", dtype: torch.dtype | None = None):
         self.model = model.eval()
         self.data = data  # the store it was trained on, as that machine named it ("" in older checkpoints)
         self.config = config
@@ -154,12 +154,24 @@ def load_predictor(path: str | Path, device: str = "cpu", precision: str = "fp32
 
 
 def _choose_precision(predictor: Predictor, requested: str) -> torch.dtype | None:
-    """The precision of a Predictor, measured by one decoder call of its batch on a grey image's code."""
-    size, dev = predictor.image_size, predictor.device
+    """The precision of a Predictor: as asked, or for auto measured by _decoder_probe."""
+    probe = _decoder_probe(predictor) if requested == "auto" else None
+    return precision.choose(requested, predictor.device, probe,
+                            f"a decoder call of {_probe_points(predictor)} points")
+
+
+def _probe_points(predictor: Predictor) -> int:
+    return min(predictor.batch_points, 16384)
+
+
+def _decoder_probe(predictor: Predictor) -> Callable[[torch.dtype | None], None]:
+    """One decoder call of the predictor's batch (at most 16,384 points) on a grey image's code, in the given
+    autocast dtype (the predictor's dtype is left at the last one asked: the caller sets the chosen one)."""
+    size = predictor.image_size
     image = np.full((size, size, 3), 128, np.uint8)
     K = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float32)
     Rt = np.concatenate([np.eye(3), [[0.0], [0.0], [2.0]]], axis=1).astype(np.float32)
-    points = np.random.default_rng(0).uniform(-0.5, 0.5, (min(predictor.batch_points, 16384), 3)).astype(np.float32)
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (_probe_points(predictor), 3)).astype(np.float32)
     fields = {}
 
     def decode(dtype: torch.dtype | None) -> None:
@@ -168,4 +180,4 @@ def _choose_precision(predictor: Predictor, requested: str) -> torch.dtype | Non
             fields[dtype] = predictor.field(image, K, Rt)
         fields[dtype](points)
 
-    return precision.choose(requested, dev, decode, f"a decoder call of {len(points)} points")
+    return decode

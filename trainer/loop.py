@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,13 +316,21 @@ def _build(cfg: TrainConfig, data: Path, out: Path, device: torch.device, rank: 
 
 def _amp_dtype(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.dtype | None:
     """cfg.precision on this device: on CUDA, auto follows optim.amp (bfloat16 where supported, else float16
-    with loss scaling); elsewhere trainer.models.precision.choose times a training step of a copy of the model
-    on a small batch of the run's shape (the copy: the probe's batch-norm statistics stay out of the run)."""
+    with loss scaling); elsewhere trainer.models.precision.choose, which for auto times a training step of a copy
+    of the model on a small batch of the run's shape (the copy: the probe's batch-norm statistics stay out of the
+    run); fp32 and bf16 are taken as asked, with nothing built to measure."""
     if device.type == "cuda" and cfg.precision == "auto":
         if not cfg.optim.amp:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    probe_model = copy.deepcopy(model).train() if cfg.precision == "auto" else model
+    probe = _step_probe(cfg, model, device) if cfg.precision == "auto" else None
+    return precision.choose(cfg.precision, device, probe, "a training step")
+
+
+def _step_probe(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> Callable[[torch.dtype | None], None]:
+    """One forward and backward of a copy of `model` on a random batch of min(batch_size, 4) samples of the run's
+    image size and points per sample, in the given autocast dtype (no optimiser step)."""
+    probe_model = copy.deepcopy(model).train()
     b, size, n = min(cfg.data.batch_size, 4), cfg.data.image_size, cfg.data.points_per_sample
     generator = torch.Generator().manual_seed(0)  # the run's random streams are not drawn from
     images = torch.rand(b, 3, size, size, generator=generator).to(device)
@@ -336,7 +344,7 @@ def _amp_dtype(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -
         F.binary_cross_entropy_with_logits(logits.float(), torch.zeros_like(logits, dtype=torch.float32)).backward()
         probe_model.zero_grad(set_to_none=True)
 
-    return precision.choose(cfg.precision, device, step, "a training step")
+    return step
 
 
 def _restore(run: _Run, saved: TrainingState) -> None:

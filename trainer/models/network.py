@@ -51,8 +51,16 @@ class ImageCode:
 
     maps: list[torch.Tensor]
     table: torch.Tensor
-    sizes: list[tuple[int, int]]
-    rows: int
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """(H_l, W_l) of each map."""
+        return [tuple(m.shape[-2:]) for m in self.maps]
+
+    @property
+    def rows(self) -> int:
+        """Rows of the table per image: the pixels of all maps."""
+        return sum(h * w for h, w in self.sizes)
 
 
 class OccupancyNetwork(nn.Module):
@@ -81,8 +89,7 @@ class OccupancyNetwork(nn.Module):
             tables.append(m.flatten(2).transpose(1, 2) @ weight[:, start:start + channels].T.to(m.dtype))
             start += channels
         table = torch.cat(tables, dim=1)  # (B, rows, hidden)
-        return ImageCode(maps, table.reshape(-1, table.shape[-1]), [tuple(m.shape[-2:]) for m in maps],
-                         table.shape[1])
+        return ImageCode(maps, table.reshape(-1, table.shape[-1]))
 
     def decode(self, code: ImageCode, points: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor,
                image_size: int) -> torch.Tensor:

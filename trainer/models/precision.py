@@ -47,15 +47,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype)
 
 
-def choose(requested: str, device: torch.device, probe: Callable[[torch.dtype | None], None],
+def choose(requested: str, device: torch.device, probe: Callable[[torch.dtype | None], None] | None,
            what: str) -> torch.dtype | None:
     """The autocast dtype for `requested` on `device`: None (float32) or torch.bfloat16. auto: bf16 where the
     device has it and the probe finds it faster; fp32: float32 throughout (the same bits on one machine); bf16:
     refused without the hardware.
 
-    probe(dtype) runs the network's real work once (a decoder call, a training step) in that precision; auto
-    times it in both (one warm-up, then the best of three, alternating) and keeps bfloat16 only when it is at
-    least MIN_GAIN x faster. `what` names the work in the log line that says what was chosen and why.
+    probe(dtype) runs the network's real work once (a decoder call, a training step) in that precision (only
+    auto calls it, so fp32 and bf16 may pass None); auto times it in both (one warm-up, then the best of three,
+    alternating) and keeps bfloat16 only when it is at least MIN_GAIN x faster. `what` names the work in the log
+    line that says what was chosen and why.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
