@@ -8,16 +8,35 @@ from pathlib import Path
 import typer
 
 from common.out_folder import check_out_folder
-from trainer.config import apply, parse_assignments
+from trainer.config import BOUNDS, apply, parse_assignments
 from trainer.config import preset as make_preset
+
+_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds of a duration written as a number and a unit (s, m or min, h; no unit: seconds): 60m, 1.5h, 900."""
+    t = text.strip().lower()
+    unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if t.endswith(u)), "")
+    try:
+        value = float(t[: len(t) - len(unit)].strip()) * _UNITS.get(unit, 1.0)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 60m, 1.5h or 900s", param_hint=option) from None
+    if not 0 < value < 1e9 or value != value:
+        raise typer.BadParameter(f"{text!r} must be a positive duration", param_hint=option)
+    return value
 
 
 def train(
     data: Path = typer.Option(..., "--data", help="preprocessed store (the output of `aps preprocess`)"),
     out: Path = typer.Option(..., "--out", help="run folder: config.json, last.ckpt, best.ckpt, metrics.csv, ..."),
     epochs: int | None = typer.Option(None, "--epochs", help="epochs to train (default: the preset's)"),
+    time_budget: str | None = typer.Option(
+        None, "--time-budget", help="wall time to train, e.g. 60m, 1.5h, 900s: the run stops at the end of the last "
+        "epoch that fits (validation included) and lr schedules span it; without --epochs, epochs are unlimited"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last.ckpt"),
-    preset: str = typer.Option("paper", "--preset", help="paper | cpu-demo | cpu-test"),
+    preset: str = typer.Option("paper", "--preset", help="paper | cpu (best in an hour on 2 cores) | cpu-demo | "
+                               "cpu-test"),
     extractor: str | None = typer.Option(None, "--extractor", help="feature extractor: global | multilevel | fpn"),
     labels: str | None = typer.Option(None, "--labels", help="label mode: binary | fixed | adaptive"),
     s_fixed: float | None = typer.Option(None, "--s-fixed", help="s of the fixed label mode (default 0.5)"),
@@ -47,7 +66,11 @@ def train(
     from trainer.loop import run_training
 
     cfg = make_preset(preset)
+    budget = None if time_budget is None else parse_duration(time_budget, "--time-budget")
+    if budget is not None and epochs is None:
+        epochs = BOUNDS["optim.epochs"][1]  # the budget decides
     options = {
+        "optim.time_budget_s": budget,
         "optim.epochs": epochs, "model.extractor": extractor, "labels.mode": labels, "labels.s_fixed": s_fixed,
         "model.projection": projection, "data.image_size": image_size, "data.batch_size": batch_size,
         "data.points_per_sample": points, "data.num_workers": workers, "optim.lr": lr, "device": device,

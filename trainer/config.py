@@ -16,6 +16,8 @@ from typing import Any
 EXTRACTORS = ("global", "multilevel", "fpn")
 PROJECTIONS = ("orthographic", "perspective")
 LABEL_MODES = ("binary", "fixed", "adaptive")
+LR_SCHEDULES = ("constant", "cosine")
+S_SCORES = ("f1", "gain")
 PRECISIONS = ("auto", "fp32", "bf16")
 """the network's arithmetic (trainer.models.precision): auto | fp32 | bf16"""
 SECTIONS = ("data", "model", "labels", "optim")
@@ -49,6 +51,10 @@ class DataConfig:
     """points per validation object used for F1/IoU (a fixed subset; 10000 = all stored points)"""
     val_views: int = 1
     """views per validation object (fixed, evenly spaced indices)"""
+    uniform_share: float = 0.0
+    """share of each sample's points drawn from the object's uniform points in the box (the rest from its
+    near-surface points); 0: every stored point alike (128 of 10,000 are uniform, so ~1.3%); capped by the
+    uniform points stored (preprocess n_uniform). The test IoU is measured on uniform points in the box."""
     val_on: str = "stored"
     """which points score validation (and so drive the adaptive s): stored (a fixed subset of val_points of
     the stored points: 98.7% lie near the surface and about half are inside, so calling every point inside
@@ -112,6 +118,11 @@ class LabelConfig:
     """upper clamp of s (s must stay below 1 for a non-trivial curriculum)"""
     update_every: int = 10
     """k: s is reconsidered only after every k-th epoch (paper: 10)"""
+    score: str = "f1"
+    """what eq. 10 reads: f1 (the paper: s = 1 - lambda F1, starting from eq. 12's random-guess F1) | gain (F1's
+    gain over the all-inside answer on the same validation points, (F1 - F1_0) / (1 - F1_0) with
+    F1_0 = 2r / (1 + r): 0 for the trivial answer, so s starts at s_max and travels down only as the network
+    beats it; docs/METHOD.md, "The schedule of s")"""
 
     def check(self) -> None:
         """Refuse values the label and the s schedule cannot run with (trainer.labels.SSchedule.from_config calls
@@ -135,6 +146,16 @@ class OptimConfig:
     """Adam weight decay"""
     amp: bool = True
     """mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); ignored on CPU"""
+    lr_schedule: str = "constant"
+    """constant (the paper) | cosine (from optim.lr down to lr_floor x optim.lr over the run: over
+    optim.time_budget_s of wall time when set, else over optim.epochs)"""
+    warmup: float = 0.0
+    """share of the run (as lr_schedule measures it) over which the learning rate rises linearly from 0"""
+    lr_floor: float = 0.02
+    """the cosine schedule's last learning rate, relative to optim.lr"""
+    time_budget_s: float = 0.0
+    """stop at the end of the first epoch (validation included) whose end is this many seconds of wall time
+    after the run's start, resumes included; 0: no budget, optim.epochs decides (`aps train --time-budget 60m`)"""
     max_loss: float = 10.0
     """a batch loss above this (BCE; chance is 0.69) or not finite stops the run as diverged"""
 
@@ -170,7 +191,7 @@ class TrainConfig:
 
 
 # Fields that may differ when a run is resumed: they change how, not what, is trained.
-RESUMABLE_FIELDS = ("optim.epochs", "data.num_workers", "device", "threads", "precision")
+RESUMABLE_FIELDS = ("optim.epochs", "optim.time_budget_s", "data.num_workers", "device", "threads", "precision")
 
 
 def _paper() -> TrainConfig:
@@ -365,6 +386,10 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "optim.encoder_lr_scale": (0.0, 1e6, "["),
     "optim.weight_decay": (0.0, 1e6, "["),
     "optim.max_loss": (0.0, 1e30, "("),
+    "optim.warmup": (0.0, 1.0, "["),
+    "optim.lr_floor": (0.0, 1.0, "["),
+    "optim.time_budget_s": (0.0, 1e9, "["),
+    "data.uniform_share": (0.0, 1.0, "["),
     "seed": (0, 2**63 - 1, "["),
     "threads": (1, 1024, "["),
 }
@@ -376,6 +401,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.point_frame": ("camera", "object"),
     "data.val_on": ("stored", "uniform"),
     "labels.mode": LABEL_MODES,
+    "labels.score": S_SCORES,
+    "optim.lr_schedule": LR_SCHEDULES,
     "precision": PRECISIONS,
 }
 

@@ -215,12 +215,15 @@ class TrainingSamples(torch.utils.data.Dataset):
     """Map-style dataset whose items are whole batches: the sampler hands it a list of SampleKeys.
 
     held_out > 0 keeps that many stored points of every object out of training (see split_rows).
+    uniform_share > 0: that share of each sample's points comes from the object's uniform points (as many as
+    are stored and usable), the rest from its near-surface points; 0: all rows alike.
     image_cache_mb, point_cache_mb: the byte budgets of each worker's ObjectCache.
     """
 
     def __init__(self, store_path: str | Path, object_ids: Sequence[str], points_per_sample: int,
                  views: Sequence[int] = (), seed: int = 0, held_out: int = 0, image_cache_mb: float = 2048.0,
-                 point_cache_mb: float = 1024.0):
+                 point_cache_mb: float = 1024.0, uniform_share: float = 0.0):
+        self.uniform_share = uniform_share
         self.cache = ObjectCache(store_path, image_cache_mb, point_cache_mb)
         self.object_ids = list(object_ids)
         self.points_per_sample = points_per_sample
@@ -234,7 +237,8 @@ class TrainingSamples(torch.utils.data.Dataset):
                     held_out: int = 0) -> TrainingSamples:
         """The training samples of a run's `data` section (checked first: DataConfig.check)."""
         data.check()
-        return cls(store_path, object_ids, data.points_per_sample, data.views, seed, held_out)
+        return cls(store_path, object_ids, data.points_per_sample, data.views, seed, held_out,
+                   uniform_share=data.uniform_share)
 
     def __len__(self) -> int:
         return len(self.object_ids)
@@ -250,9 +254,24 @@ class TrainingSamples(torch.utils.data.Dataset):
                              f"{max(allowed)}")
         view = int(allowed[rng.integers(len(allowed))])
         usable = self.training_rows(key.object_index)
-        n_usable = self.cache.n_points(oid) if usable is None else len(usable)
-        rows = rng.choice(n_usable, size=min(self.points_per_sample, n_usable), replace=False)
-        return key.object_index, view, np.sort(rows if usable is None else usable[rows])
+        if usable is None:
+            usable = np.arange(self.cache.n_points(oid))
+        if self.uniform_share <= 0.0:
+            rows = usable[rng.choice(len(usable), size=min(self.points_per_sample, len(usable)), replace=False)]
+            return key.object_index, view, np.sort(rows)
+        # the stored uniform points are the last n_uniform rows (pipeline.schema.layout)
+        first_uniform = self.cache.n_points(oid) - self.n_uniform
+        uniform, near = usable[usable >= first_uniform], usable[usable < first_uniform]
+        n = min(self.points_per_sample, len(usable))
+        n_uniform = min(len(uniform), round(self.uniform_share * n))
+        rows = np.concatenate([uniform[rng.choice(len(uniform), size=n_uniform, replace=False)],
+                               near[rng.choice(len(near), size=min(len(near), n - n_uniform), replace=False)]])
+        return key.object_index, view, np.sort(rows)
+
+    @property
+    def n_uniform(self) -> int:
+        """Uniform points stored per object (the store's preprocess parameter n_uniform)."""
+        return int(self.cache.store.params.get("n_uniform", N_UNIFORM))
 
     def training_rows(self, object_index: int) -> np.ndarray | None:
         """split_rows' training rows of an object; None when nothing is held out (all rows). Each object's held-out
@@ -357,6 +376,16 @@ class ValidationSet:
         data.check()
         return cls(cache, object_ids, held_out or data.val_points, data.val_views, data.views, seed, on=data.val_on,
                    held_out=held_out > 0)
+
+    def inside_fraction(self) -> float:
+        """r of these validation points: the fraction inside (over all picks, as F1 counts them). The all-inside
+        answer scores F1 = 2r / (1 + r) on them."""
+        inside = total = 0
+        for obj, _, rows in self.picks:
+            flags = self.cache.point_arrays(self.object_ids[obj], rows)["inside"]
+            inside += int(flags.sum())
+            total += int(flags.size)
+        return inside / max(1, total)
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
         """Collated batches of this process's share of the validation samples."""

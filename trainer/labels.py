@@ -45,6 +45,19 @@ def label_v(udf: torch.Tensor, inside: torch.Tensor, s: float | None, d_star: fl
     return torch.where(inside, torch.ones_like(v), v)
 
 
+def trivial_f1(inside_fraction: float) -> float:
+    """F1 of the all-inside answer on points of which this fraction r is inside: precision r, recall 1."""
+    r = float(inside_fraction)
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"inside fraction must lie in [0, 1], got {r}")
+    return 2.0 * r / (1.0 + r)
+
+
+def f1_gain(f1: float, f1_trivial: float) -> float:
+    """(F1 - F1_0) / (1 - F1_0): 0 for the all-inside answer (or worse: negative), 1 for a perfect one."""
+    return (f1 - f1_trivial) / max(1e-12, 1.0 - f1_trivial)
+
+
 def initial_f1(positive_ratio: float) -> float:
     """eq. 12: the F1-score of a network that guesses at random, with r the fraction of inside samples."""
     r = float(positive_ratio)
@@ -55,7 +68,7 @@ def initial_f1(positive_ratio: float) -> float:
 
 @dataclass
 class SChange:
-    """One change of s, kept for the log and the run's metrics."""
+    """One change of s, kept for the log and the run's metrics; f1 is the score eq. 10 read (F1 or its gain)."""
 
     epoch: int
     f1: float
@@ -73,12 +86,16 @@ class SSchedule:
     """
 
     def __init__(self, mode: str, positive_ratio: float, lambda_: float = 1.5, s_min: float = 0.1,
-                 s_max: float = 0.95, s_fixed: float = 0.5, update_every: int = 10):
+                 s_max: float = 0.95, s_fixed: float = 0.5, update_every: int = 10, score: str = "f1",
+                 f1_trivial: float = 0.0):
         self.mode = mode
         self.lambda_ = lambda_
         self.s_min, self.s_max = s_min, s_max
         self.update_every = update_every
-        self.best_f1 = initial_f1(positive_ratio)
+        self.score = score
+        self.f1_trivial = f1_trivial
+        # best_f1 holds the best value of the score eq. 10 reads: F1 (from eq. 12's guess) or its gain (from 0)
+        self.best_f1 = initial_f1(positive_ratio) if score == "f1" else 0.0
         self.changes: list[SChange] = []
         if mode == "binary":
             self.s: float | None = None
@@ -88,12 +105,13 @@ class SSchedule:
             self.s = self._from_f1(self.best_f1)
 
     @classmethod
-    def from_config(cls, labels: LabelConfig, positive_ratio: float) -> SSchedule:
+    def from_config(cls, labels: LabelConfig, positive_ratio: float, f1_trivial: float = 0.0) -> SSchedule:
         """The schedule of a run's `labels` section, checked first (LabelConfig.check: mode, bounds, s_min <= s_max),
-        with r = positive_ratio, the fraction of inside training points (eq. 12)."""
+        with r = positive_ratio, the fraction of inside training points (eq. 12), and f1_trivial, the all-inside
+        answer's F1 on the validation points (trivial_f1; score = gain measures F1 against it)."""
         labels.check()
         return cls(labels.mode, positive_ratio, labels.lambda_, labels.s_min, labels.s_max, labels.s_fixed,
-                   labels.update_every)
+                   labels.update_every, labels.score, f1_trivial)
 
     def _from_f1(self, f1: float) -> float:
         # eq. 10: s = 1 - lambda * F1, clamped (docs/METHOD.md: 1 - 1.5 F1 < 0 for F1 > 2/3)
@@ -102,18 +120,19 @@ class SSchedule:
     def end_of_epoch(self, epoch: int, f1: float) -> SChange | None:
         """Offer the validation F1 measured after `epoch` (0-based); returns the change of s if there is one.
 
-        Only the adaptive mode moves s, only after epochs k-1, 2k-1, ..., and only when `f1` beats the best
-        F1 so far; the new s is never larger than the old one.
+        Only the adaptive mode moves s, only after epochs k-1, 2k-1, ..., and only when the score (`f1`, or its
+        gain over the all-inside answer) beats the best so far; the new s is never larger than the old one.
         """
         if self.mode != "adaptive" or (epoch + 1) % self.update_every != 0:
             return None
-        if not math.isfinite(f1) or f1 <= self.best_f1:
+        value = f1 if self.score == "f1" else f1_gain(f1, self.f1_trivial)
+        if not math.isfinite(value) or value <= self.best_f1:
             return None
-        self.best_f1 = f1
-        new_s = min(self.s, self._from_f1(f1))
+        self.best_f1 = value
+        new_s = min(self.s, self._from_f1(value))
         if new_s == self.s:
             return None
-        change = SChange(epoch=epoch, f1=f1, old_s=self.s, new_s=new_s)
+        change = SChange(epoch=epoch, f1=value, old_s=self.s, new_s=new_s)
         self.s = new_s
         self.changes.append(change)
         return change

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +50,7 @@ from trainer.data import (
     store_identity,
     training_object_ids,
 )
-from trainer.labels import SSchedule, label_v
+from trainer.labels import SSchedule, label_v, trivial_f1
 from trainer.models import build_model, precision
 from trainer.views import prepare_view
 from trainer.writer import WRITTEN, EpochRecord, RunWriter, repair_run_folder
@@ -82,12 +83,14 @@ class TrainingSummary:
     out: Path
     model: torch.nn.Module | None = None
     trained: int | None = None
+    budget_s: float = 0.0
 
     def line(self) -> str:
         if self.trained == 0:
+            more = (f"pass a --time-budget above {self.budget_s / 60:g} min" if self.budget_s > 0
+                    else f"pass --epochs above {self.epochs}")
             return (f"nothing was trained: the run in {self.out} already has {self.epochs} epoch"
-                    f"{'s' if self.epochs != 1 else ''} (best val F1 {self.best_val_f1:.4f}); pass --epochs above "
-                    f"{self.epochs} to train more")
+                    f"{'s' if self.epochs != 1 else ''} (best val F1 {self.best_val_f1:.4f}); {more} to train more")
         s = "binary" if self.final_s is None else f"{self.final_s:.4f}"
         return (f"trained {self.epochs} epochs in {self.seconds:.0f} s: best val F1 {self.best_val_f1:.4f}, "
                 f"final s {s}; checkpoints in {self.out}")
@@ -203,11 +206,30 @@ class _Run:
     """one trainer.writer.METRIC_COLUMNS row per epoch, also across resumes"""
     writer: RunWriter | None = None
     """rank 0's writer of the run folder (None on the other ranks)"""
+    started: float = 0.0
+    """time.monotonic() when this call started"""
+    elapsed_before: float = 0.0
+    """wall seconds the run's earlier calls took (the last history row's elapsed_s; 0 for a new run)"""
+
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far, its earlier calls (resumes) included."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def budget_spent(self) -> bool:
+        """Whether optim.time_budget_s (when set) leaves no room for another epoch like the last one: the run
+        stops at the end of the last epoch that fits in the budget, as far as the epoch before tells."""
+        budget = self.cfg.optim.time_budget_s
+        if budget <= 0 or not self.history:
+            return False
+        ends = [float(row.get("elapsed_s") or 0.0) for row in self.history[-2:]]  # older runs did not record it
+        epoch_wall = ends[-1] - (ends[0] if len(ends) > 1 else 0.0)
+        return ends[-1] + epoch_wall > budget
 
     def summary(self, started: float) -> TrainingSummary:
         return TrainingSummary(epochs=self.epochs, best_val_f1=self.best_val_f1, final_s=self.s_schedule.s,
                                seconds=time.monotonic() - started, out=self.out, model=self.model,
-                               trained=self.epochs - self.start_epoch)
+                               trained=self.epochs - self.start_epoch,
+                               budget_s=self.cfg.optim.time_budget_s)
 
     def state(self, epoch: int) -> TrainingState:
         """The run at the end of `epoch`, as its checkpoint holds it (the RNG states as they are now)."""
@@ -359,6 +381,7 @@ def _restore(run: _Run, saved: TrainingState) -> None:
     run.start_epoch, run.best_val_f1 = saved.epoch + 1, saved.best_val_f1
     run.epochs = run.start_epoch
     run.history = list(saved.history)
+    run.elapsed_before = float(run.history[-1].get("elapsed_s") or 0.0) if run.history else 0.0
     set_rng_state(saved.rng)
 
 
@@ -382,10 +405,41 @@ def _feed(run: _Run, data: Path, objects: _Objects) -> _Feed:
     sampler = EpochBatches.from_config(cfg.data, len(objects.train_ids), cfg.seed, run.rank, run.world)
     loader = make_loader(dataset, sampler, cfg.data.num_workers)
     val = ValidationSet.from_config(cfg.data, run.cache, objects.val_ids, cfg.seed, objects.held_out)
+    if cfg.labels.score == "gain":  # the all-inside answer's F1 on these points: gain 0
+        run.s_schedule.f1_trivial = trivial_f1(val.inside_fraction())
+        if run.rank == 0:
+            log.info("s follows F1's gain over the all-inside answer (F1 %.4f on the validation points)",
+                     run.s_schedule.f1_trivial)
     if len(sampler) == 0:
         raise ValueError(f"{data}: {len(objects.train_ids)} training objects x {cfg.data.repeats} repeats give no "
                          f"batch of {cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")
     return _Feed(net, sampler, loader, val)
+
+
+def lr_factor(progress: float, schedule: str, warmup: float, floor: float) -> float:
+    """The learning rate relative to optim.lr at `progress` in [0, 1] of the run (beyond 1: as at 1): a linear
+    warm-up from 0 over the first `warmup`, then constant, or a cosine from 1 down to `floor` at progress 1."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        return max(p / warmup, 1e-3)
+    if schedule == "constant":
+        return 1.0
+    t = (p - warmup) / max(1e-12, 1.0 - warmup)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_learning_rate(run: _Run, epochs_done: float) -> None:
+    """Every parameter group's rate at this point of the run: optim.lr (the feature extractor's x
+    encoder_lr_scale) times lr_factor, progress measured in wall time over optim.time_budget_s when a budget is
+    set (users plan in hours; the schedule ends where the budget does), else in epochs over optim.epochs."""
+    optim = run.cfg.optim
+    if optim.lr_schedule == "constant" and optim.warmup == 0.0:
+        return
+    progress = (run.elapsed() / optim.time_budget_s if optim.time_budget_s > 0 else epochs_done / optim.epochs)
+    factor = lr_factor(progress, optim.lr_schedule, optim.warmup, optim.lr_floor)
+    encoder, decoder = run.optimizer.param_groups
+    encoder["lr"] = optim.lr * optim.encoder_lr_scale * factor
+    decoder["lr"] = optim.lr * factor
 
 
 def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str, float]:
@@ -398,9 +452,13 @@ def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str
     t0 = time.monotonic()
     loss_sum, n_steps, n_samples = 0.0, 0, 0
     counts = torch.zeros(3, dtype=torch.float64, device=device)
-    bar = tqdm(feed.loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress or run.rank != 0,
+    of = (f" ({run.elapsed() / 60:.1f}/{cfg.optim.time_budget_s / 60:g} min)" if cfg.optim.time_budget_s > 0
+          else f"/{cfg.optim.epochs}")
+    bar = tqdm(feed.loader, desc=f"epoch {epoch + 1}{of}", disable=not progress or run.rank != 0,
                **bar_options(total=len(feed.sampler), leave=False))
+    n_batches = max(1, len(feed.sampler))
     for step, batch in enumerate(bar):
+        set_learning_rate(run, epoch + step / n_batches)
         b = _to_device(batch, device, cfg.data.image_size)
         target = label_v(b["udf"], b["inside"], s_schedule.s, cfg.labels.d_star)  # on the device, at batch time
         with precision.autocast(device, run.amp_dtype):
@@ -439,7 +497,7 @@ def _record_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float])
            "val_f1": val_scores["f1"], "val_precision": val_scores["precision"],
            "val_recall": val_scores["recall"], "val_iou": val_scores["iou"], "s": s_used,
            "lr": run.optimizer.param_groups[-1]["lr"], "samples_per_s": trained["samples_per_s"],
-           "seconds": trained["seconds"]}
+           "seconds": trained["seconds"], "elapsed_s": run.elapsed()}
     run.history.append(row)
     improved = val_scores["f1"] > run.best_val_f1
     run.best_val_f1 = max(run.best_val_f1, val_scores["f1"])
@@ -469,11 +527,12 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
     with _sole_writer(out, resume, rank):
         identity, saved = _check_run_folder(cfg, store, objects, out, resume, device)
         run = _build(cfg, data, out, device, rank, world, objects, identity, resume)
+        run.started = started
         if saved is not None:
             _restore(run, saved)
             if rank == 0:
                 repair_run_folder(out, saved)
-            if run.start_epoch >= cfg.optim.epochs:
+            if run.start_epoch >= cfg.optim.epochs or run.budget_spent():
                 return run.summary(started)
             log.info("resuming %s at epoch %d (s = %s)", out, run.start_epoch + 1, run.s_schedule.s)
         _open_run_folder(run, objects)
@@ -484,6 +543,11 @@ def run_training(cfg: TrainConfig, data: str | Path, out: str | Path, resume: bo
                 run.writer.write_epoch(record, run.state(epoch))
             if world > 1:
                 dist.barrier()  # nobody starts the next epoch before rank 0's checkpoint is on disk
+            if run.budget_spent():
+                if rank == 0:
+                    log.info("time budget: %.1f of %g min spent after epoch %d; the next epoch would not fit",
+                             run.elapsed() / 60, cfg.optim.time_budget_s / 60, epoch + 1)
+                break
         if run.writer is not None:
             run.writer.close()
         return run.summary(started)

@@ -31,7 +31,7 @@ from trainer.labels import SChange
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "s", "lr",
-                  "samples_per_s", "seconds")
+                  "samples_per_s", "seconds", "elapsed_s")
 WRITTEN = (LAST, BEST, "metrics.csv", "curves.png", "config.json")
 """the files of the run folder written by common.atomic (their stale temporaries are ours to remove)"""
 SCALARS = ("loss", "train_f1", "val_f1", "val_precision", "val_recall", "val_iou", "samples_per_s")

@@ -1,0 +1,140 @@
+"""`python -m experiments.cpu_quality --stage search`: train every run of a stage with `aps train --time-budget`,
+evaluate its last.ckpt on all test parts with `aps eval`, and rewrite OUT/results.csv and results.md after each.
+
+Resumable: a run folder that holds a checkpoint is resumed (`aps train --resume` trains nothing once its budget
+is spent), an eval folder with eval.json is kept. Numbers come from the commands a user runs (subprocesses),
+never from code of this folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import typer
+
+from common.atomic import atomic_write_text
+from experiments.ablation.run import aps_command
+from experiments.ablation.tables import object_mean
+from experiments.cpu_quality.plan import STAGES, STORES, Run
+
+log = logging.getLogger("experiments.cpu_quality")
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "manifests" / "industrial-parts.toml"
+COLUMNS = ("run", "seed", "minutes", "epochs", "samples", "val_f1", "iou", "fscore", "fscore_2pct", "chamfer_l1",
+           "normal_consistency", "silhouette_iou", "empty", "why", "command")
+
+
+def store_path(name: str, data: Path) -> Path:
+    return data if name == "base" else data.with_name(f"{data.name}-{name}")
+
+
+def ensure_store(name: str, data: Path, out: Path, threads: int) -> Path:
+    """The store of that name; a variant of the base manifest (another n_uniform) is preprocessed when missing."""
+    path = store_path(name, data)
+    if (path / "index.json").is_file():
+        return path
+    text = MANIFEST.read_text()
+    if "\n[params]\n" not in text:
+        raise ValueError(f"{MANIFEST}: no [params] table to add n_uniform to")
+    manifest = out / "manifests" / f"{path.name}.toml"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(manifest, text.replace("\n[params]\n", f"\n[params]\nn_uniform = {STORES[name]}\n", 1))
+    _aps(["preprocess", "--manifest", str(manifest), "--out", str(path)], out / "logs" / f"preprocess-{name}.log",
+         threads, ok_codes=(0, 1))  # 1: robosuite's two empty STL files fail alone
+    return path
+
+
+def _aps(args: list[str], log_path: Path, threads: int, ok_codes: tuple[int, ...] = (0,)) -> None:
+    command, env = aps_command(args, threads)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as f:
+        f.write(f"$ {' '.join(command)}\n")
+        f.flush()
+        rc = subprocess.run(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+    if rc not in ok_codes:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+        raise RuntimeError(f"aps {args[0]} exited {rc}: {tail[0] if tail else ''} (log: {log_path})")
+
+
+def train_args(run: Run, store: Path, run_dir: Path, threads: int) -> list[str]:
+    args = ["train", "--data", str(store), "--out", str(run_dir), "--preset", run.preset, *run.args,
+            "--time-budget", f"{run.minutes:g}m", "--seed", str(run.seed), "--quiet", "--set", f"threads={threads}"]
+    return args + (["--resume"] if (run_dir / "last.ckpt").is_file() else [])
+
+
+def do_run(run: Run, data: Path, out: Path, threads: int) -> None:
+    store = ensure_store(run.store, data, out, threads)
+    run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
+    t0 = time.monotonic()
+    _aps(train_args(run, store, run_dir, threads), out / "logs" / f"{run.slug}-train.log", threads)
+    if not (eval_dir / "eval.json").is_file():
+        _aps(["eval", "--checkpoint", str(run_dir / "last.ckpt"), "--data", str(store), "--out", str(eval_dir),
+              "--split", "test", "--resolution", "256", "--coarse", "32", "--silhouette-views", "8",
+              "--threads", str(threads), "--device", "cpu"],
+             out / "logs" / f"{run.slug}-eval.log", threads, ok_codes=(0, 1))
+    log.info("%s done in %.0f s", run.slug, time.monotonic() - t0)
+
+
+def result_row(run: Run, out: Path) -> dict | None:
+    run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
+    if not (eval_dir / "metrics.csv").is_file() or not (run_dir / "metrics.csv").is_file():
+        return None
+    with (eval_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (run_dir / "metrics.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    config = json.loads((run_dir / "config.json").read_text())
+    samples = sum(float(r["samples_per_s"]) * float(r["seconds"]) for r in curve)
+    values = {k: [float(r[k]) for r in rows if r.get(k) not in ("", None, "nan")] for k in ("fscore",)}
+    return {"run": run.name, "seed": run.seed, "minutes": float(curve[-1]["elapsed_s"]) / 60, "epochs": len(curve),
+            "samples": int(round(samples)), "val_f1": float(curve[-1]["val_f1"]),
+            **{k: object_mean(rows, k) for k in ("iou", "fscore", "fscore_2pct", "chamfer_l1",
+                                                  "normal_consistency", "silhouette_iou")},
+            "empty": sum(1 for v in values["fscore"] if v == 0.0), "why": run.why,
+            "command": "aps train --preset " + config.get("preset", run.preset) + " " + " ".join(run.args)
+                       + f" --time-budget {run.minutes:g}m" + (f" [store {run.store}]" if run.store != "base" else "")}
+
+
+def write_results(runs: tuple[Run, ...], out: Path, stage: str) -> list[dict]:
+    rows = [r for r in (result_row(run, out) for run in runs) if r is not None]
+    lines = [",".join(COLUMNS)] + [",".join(_cell(r[c]) for c in COLUMNS) for r in rows]
+    atomic_write_text(out / f"{stage}.csv", "\n".join(lines) + "\n")
+    head = "| run | min | epochs | samples | IoU | F@1% | F@2% | Chamfer-L1 | NC | silhouette IoU | empty |"
+    md = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        md.append(f"| {r['run']} | {r['minutes']:.1f} | {r['epochs']} | {r['samples']} | {r['iou']:.3f} | "
+                  f"{r['fscore']:.3f} | {r['fscore_2pct']:.3f} | {r['chamfer_l1']:.4f} | "
+                  f"{r['normal_consistency']:.3f} | {r['silhouette_iou']:.3f} | {r['empty']} |")
+    atomic_write_text(out / f"{stage}.md", "\n".join(md) + "\n")
+    return rows
+
+
+def _cell(value: object) -> str:
+    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f'"{text}"' if "," in text else text
+
+
+def main(
+    stage: str = typer.Option("search", "--stage", help=f"which runs: {', '.join(STAGES)}"),
+    only: list[str] = typer.Option([], "--only", help="only runs of these names (repeatable)"),
+    data: Path = typer.Option(Path("data/industrial-parts"), "--data", help="the base store (128 uniform points)"),
+    out: Path = typer.Option(Path("reports/cpu_quality"), "--out", help="runs, evals, logs and tables"),
+    threads: int = typer.Option(2, "--threads", help="torch threads of each run (1 on a shared machine)"),
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if stage not in STAGES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}", param_hint="--stage")
+    runs = tuple(r for r in STAGES[stage] if not only or r.name in only)
+    for run in runs:
+        do_run(run, data, out, threads)
+        write_results(STAGES[stage], out, stage)
+    print((out / f"{stage}.md").read_text())
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,69 @@
+"""The quality-per-CPU-hour study's runs (docs/RESULTS.md, "Quality per CPU-hour"): each a named `aps train`
+command at a wall-clock budget, evaluated on every test part at 256^3.
+
+Runs are compared at equal wall time, not equal epochs: what a user of a 2-core machine gets in the same
+minutes. Each run's settings are `aps train` options on top of a preset, so a row of the table is a command a
+user can type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STORES = {"base": 128, "u2048": 2048}
+"""the study's stores by name -> uniform points per object (preprocess n_uniform); base is the contract's 128"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: `aps train --preset PRESET ARGS --time-budget MINUTESm --seed SEED` on STORE."""
+
+    name: str
+    why: str
+    """what the run tests, against which other run"""
+    args: tuple[str, ...] = ()
+    preset: str = "cpu-demo"
+    store: str = "base"
+    minutes: float = 5.0
+    seed: int = 0
+
+    @property
+    def slug(self) -> str:
+        return f"{self.name}-{self.minutes:g}m-seed{self.seed}"
+
+
+def _s(*assignments: str) -> tuple[str, ...]:
+    """`--set` arguments for each assignment."""
+    return tuple(arg for a in assignments for arg in ("--set", a))
+
+
+BINARY = ("--labels", "binary")
+SHARE = _s("data.uniform_share=0.25")
+COSINE = _s("optim.lr_schedule=cosine", "optim.warmup=0.05")
+
+SEARCH = (
+    Run("cpu-demo", "the baseline: today's demo preset, trained for the budget"),
+    Run("binary", "cpu-demo with the binary label: what the adaptive label costs or buys", BINARY),
+    Run("share128", "binary; each sample draws the 128 stored uniform points (12.5%) instead of ~1.3%",
+        BINARY + _s("data.uniform_share=0.125")),
+    Run("share-u2048", "binary; 25% of each sample's points uniform, from a store of 2048 uniform points",
+        BINARY + SHARE, store="u2048"),
+    Run("cosine", "share-u2048 with a cosine learning rate over the budget (5% warm-up)",
+        BINARY + SHARE + COSINE, store="u2048"),
+    Run("img96", "cosine at 96 px images (more pixels per part, fewer steps)",
+        BINARY + SHARE + COSINE + ("--image-size", "96"), store="u2048"),
+    Run("views16", "cosine with 16 object-views of 512 points per step instead of 8 x 1024",
+        BINARY + SHARE + COSINE + ("--batch-size", "16", "--points", "512"), store="u2048"),
+    Run("lr3e-3", "cosine at lr 3e-3 (feature extractor 3e-4)",
+        BINARY + SHARE + COSINE + ("--lr", "3e-3"), store="u2048"),
+    Run("enc1", "cosine with the feature extractor at the decoder's rate (encoder_lr_scale 1)",
+        BINARY + SHARE + COSINE + _s("optim.encoder_lr_scale=1.0"), store="u2048"),
+    Run("adaptive-gain", "cosine with the adaptive label, s from F1's gain over the all-inside answer on "
+        "uniform validation points, reconsidered every epoch",
+        ("--labels", "adaptive") + SHARE + COSINE
+        + _s("labels.score=gain", "data.val_on=uniform", "labels.update_every=1", "labels.lambda_=1.0"),
+        store="u2048"),
+)
+"""the short runs of the search, in the order they ran"""
+
+STAGES = {"search": SEARCH}
