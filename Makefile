@@ -15,7 +15,9 @@ EPOCHS ?=
 SCHEDULER ?= local
 EPOCHS_FLAG := $(if $(EPOCHS),--epochs $(EPOCHS),)
 
-.PHONY: help setup demo preprocess train eval test lint bench clean ablation
+STAGE ?= search
+
+.PHONY: help setup demo preprocess train eval test lint bench clean ablation cpu-quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -43,6 +45,9 @@ lint:  ## ruff over the code
 
 ablation:  ## paper Table 2 ablation, fixed-s sweep, training speed on the full industrial dataset (docs/RESULTS.md; ABLATION_FLAGS=--full on a GPU)
 	$(PY) -m experiments.ablation --manifest manifests/industrial-parts.toml --data data/industrial-parts --out reports/ablation $(ABLATION_FLAGS)
+
+cpu-quality:  ## quality per CPU-hour study: time-budgeted runs on the industrial parts (docs/RESULTS.md; STAGE=search|...)
+	$(PY) -m experiments.cpu_quality --stage $(STAGE) --data data/industrial-parts --out reports/cpu_quality
 
 bench:  ## print the speed and size figures of each stage
 	$(PY) benchmarks/bench_preprocess.py

@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from common.atomic import atomic_write_text
+from evaluation.report import read_metrics_csv
 from experiments.ablation.run import aps_command
 from experiments.ablation.tables import object_mean
 from experiments.cpu_quality.plan import STAGES, STORES, Run
@@ -34,16 +35,19 @@ def store_path(name: str, data: Path) -> Path:
 
 
 def ensure_store(name: str, data: Path, out: Path, threads: int) -> Path:
-    """The store of that name; a variant of the base manifest (another n_uniform) is preprocessed when missing."""
+    """The store of that name, preprocessed when missing: base from manifests/industrial-parts.toml, a variant
+    from a copy of it with another n_uniform (written to OUT/manifests)."""
     path = store_path(name, data)
     if (path / "index.json").is_file():
         return path
-    text = MANIFEST.read_text()
-    if "\n[params]\n" not in text:
-        raise ValueError(f"{MANIFEST}: no [params] table to add n_uniform to")
-    manifest = out / "manifests" / f"{path.name}.toml"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(manifest, text.replace("\n[params]\n", f"\n[params]\nn_uniform = {STORES[name]}\n", 1))
+    manifest = MANIFEST
+    if name != "base":
+        text = MANIFEST.read_text()
+        if "\n[params]\n" not in text:
+            raise ValueError(f"{MANIFEST}: no [params] table to add n_uniform to")
+        manifest = out / "manifests" / f"{path.name}.toml"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(manifest, text.replace("\n[params]\n", f"\n[params]\nn_uniform = {STORES[name]}\n", 1))
     _aps(["preprocess", "--manifest", str(manifest), "--out", str(path)], out / "logs" / f"preprocess-{name}.log",
          threads, ok_codes=(0, 1))  # 1: robosuite's two empty STL files fail alone
     return path
@@ -84,18 +88,16 @@ def result_row(run: Run, out: Path) -> dict | None:
     run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
     if not (eval_dir / "metrics.csv").is_file() or not (run_dir / "metrics.csv").is_file():
         return None
-    with (eval_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metrics_csv(eval_dir / "metrics.csv")
     with (run_dir / "metrics.csv").open() as f:
         curve = list(csv.DictReader(f))
     config = json.loads((run_dir / "config.json").read_text())
     samples = sum(float(r["samples_per_s"]) * float(r["seconds"]) for r in curve)
-    values = {k: [float(r[k]) for r in rows if r.get(k) not in ("", None, "nan")] for k in ("fscore",)}
     return {"run": run.name, "seed": run.seed, "minutes": float(curve[-1]["elapsed_s"]) / 60, "epochs": len(curve),
             "samples": int(round(samples)), "val_f1": float(curve[-1]["val_f1"]),
             **{k: object_mean(rows, k) for k in ("iou", "fscore", "fscore_2pct", "chamfer_l1",
                                                   "normal_consistency", "silhouette_iou")},
-            "empty": sum(1 for v in values["fscore"] if v == 0.0), "why": run.why,
+            "empty": sum(1 for r in rows if r.get("status") != "ok"), "why": run.why,
             "command": "aps train --preset " + config.get("preset", run.preset) + " " + " ".join(run.args)
                        + f" --time-budget {run.minutes:g}m" + (f" [store {run.store}]" if run.store != "base" else "")}
 
