@@ -26,6 +26,9 @@ from experiments.cpu_quality.plan import STAGES, STORES, Run
 log = logging.getLogger("experiments.cpu_quality")
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "manifests" / "industrial-parts.toml"
+PRECISION = "bf16"
+"""every run's arithmetic: auto's timed probe sits near its 1.10x bar for these small networks (it chose fp32 in 2 of
+the first 6 runs, at 1.08x and 0.99x), and runs in two arithmetics at one budget would not compare"""
 COLUMNS = ("run", "seed", "minutes", "epochs", "samples", "val_f1", "iou", "fscore", "fscore_2pct", "chamfer_l1",
            "normal_consistency", "silhouette_iou", "empty", "why", "command")
 
@@ -65,21 +68,26 @@ def _aps(args: list[str], log_path: Path, threads: int, ok_codes: tuple[int, ...
         raise RuntimeError(f"aps {args[0]} exited {rc}: {tail[0] if tail else ''} (log: {log_path})")
 
 
-def train_args(run: Run, store: Path, run_dir: Path, threads: int) -> list[str]:
+def train_args(run: Run, store: Path, run_dir: Path, threads: int, precision: str = PRECISION) -> list[str]:
+    """`aps train` of one run (with --resume when its folder holds a checkpoint)."""
     args = ["train", "--data", str(store), "--out", str(run_dir), "--preset", run.preset, *run.args,
-            "--time-budget", f"{run.minutes:g}m", "--seed", str(run.seed), "--quiet", "--set", f"threads={threads}"]
+            "--time-budget", f"{run.minutes:g}m", "--seed", str(run.seed), "--quiet", "--set", f"threads={threads}",
+            "--precision", precision]
     return args + (["--resume"] if (run_dir / "last.ckpt").is_file() else [])
 
 
-def do_run(run: Run, data: Path, out: Path, threads: int) -> None:
+def do_run(run: Run, data: Path, out: Path, threads: int, precision: str = PRECISION,
+           grid: tuple[int, int] = (256, 32), silhouette_views: int = 8) -> None:
+    """Train one run to its budget (resuming a cut-short one; a spent budget trains nothing), then evaluate its
+    last.ckpt on every test part at grid = (resolution, coarse) unless its eval folder is finished."""
     store = ensure_store(run.store, data, out, threads)
     run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
     t0 = time.monotonic()
-    _aps(train_args(run, store, run_dir, threads), out / "logs" / f"{run.slug}-train.log", threads)
+    _aps(train_args(run, store, run_dir, threads, precision), out / "logs" / f"{run.slug}-train.log", threads)
     if not (eval_dir / "eval.json").is_file():
         _aps(["eval", "--checkpoint", str(run_dir / "last.ckpt"), "--data", str(store), "--out", str(eval_dir),
-              "--split", "test", "--resolution", "256", "--coarse", "32", "--silhouette-views", "8",
-              "--threads", str(threads), "--device", "cpu"],
+              "--split", "test", "--resolution", str(grid[0]), "--coarse", str(grid[1]),
+              "--silhouette-views", str(silhouette_views), "--threads", str(threads), "--device", "cpu"],
              out / "logs" / f"{run.slug}-eval.log", threads, ok_codes=(0, 1))
     log.info("%s done in %.0f s", run.slug, time.monotonic() - t0)
 

@@ -1,0 +1,55 @@
+"""Pictures of the same test parts from several stored views: the ground truth beside each run's mesh, so a
+blob, a lost bore or a wrong depth shows from the sides the input view hides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, save_png
+from pipeline.cameras import render_mesh, scale_intrinsics
+from pipeline.schema.read import open_store
+
+VIEWS = (0, 6, 12, 18)
+"""stored views drawn: 0 is the input view of `aps eval`, the others 90, 180 and 270 degrees of azimuth on"""
+
+
+def _mesh(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    mesh = trimesh.load(path, process=False, force="mesh")
+    if len(mesh.faces) == 0:
+        return None
+    return np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64)
+
+
+def views_figure(data: Path, runs: Mapping[str, Path], object_id: str, out: Path,
+                 views: Sequence[int] = VIEWS, scale: int = 2) -> Path:
+    """out (PNG): one row per stored view, columns input image | ground truth | each run's mesh (its eval folder's
+    meshes/<object_id>.ply, in the normalised frame), every tile of a row from that view's camera."""
+    store = open_store(data)
+    arrays = store.load(object_id, ["images", "K", "Rt", "scale", "center"])
+    gt = load_source_mesh(store.info(object_id), float(arrays["scale"]), arrays["center"])
+    meshes = {label: _mesh(folder / "meshes" / f"{object_id}.ply") for label, folder in runs.items()}
+    rows = []
+    for v in views:
+        image = arrays["images"][v]
+        h, w = image.shape[:2]
+        K, Rt = scale_intrinsics(np.asarray(arrays["K"][v], np.float64), scale), np.asarray(arrays["Rt"][v])
+        tiles, labels = [image], [f"view {v}{' (input)' if v == 0 else ''}"]
+        if gt is not None:
+            tiles.append(render_mesh(*gt, K, Rt, h * scale, w * scale, GT_COLOR))
+            labels.append("ground truth")
+        for label, mesh in meshes.items():
+            empty = np.zeros((h * scale, w * scale, 4), np.uint8)
+            tiles.append(empty if mesh is None else render_mesh(*mesh, K, Rt, h * scale, w * scale, PRED_COLOR))
+            labels.append(label if mesh is not None else f"{label} (no surface)")
+        rows.append(compose_strip(tiles, labels, tile=h * scale))
+    width = max(r.shape[1] for r in rows)
+    picture = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+                              for r in rows])
+    save_png(picture, out)
+    return out
