@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from common.out_folder import check_out_folder
-from trainer.config import BOUNDS, apply, parse_assignments
+from trainer.config import BOUNDS_EPOCHS_MAX, apply, parse_assignments
 from trainer.config import preset as make_preset
 
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -68,7 +68,7 @@ def train(
     cfg = make_preset(preset)
     budget = None if time_budget is None else parse_duration(time_budget, "--time-budget")
     if budget is not None and epochs is None:
-        epochs = BOUNDS["optim.epochs"][1]  # the budget decides
+        epochs = BOUNDS_EPOCHS_MAX  # the budget decides
     options = {
         "optim.time_budget_s": budget,
         "optim.epochs": epochs, "model.extractor": extractor, "labels.mode": labels, "labels.s_fixed": s_fixed,

@@ -21,6 +21,8 @@ S_SCORES = ("f1", "gain")
 PRECISIONS = ("auto", "fp32", "bf16")
 """the network's arithmetic (trainer.models.precision): auto | fp32 | bf16"""
 SECTIONS = ("data", "model", "labels", "optim")
+BOUNDS_EPOCHS_MAX = 1_000_000
+"""optim.epochs' upper bound: the epochs of a time-budgeted run, where the budget decides"""
 """TrainConfig's sections, in the order validate() checks them"""
 
 
@@ -211,6 +213,22 @@ def _cpu_demo() -> TrainConfig:
     return cfg
 
 
+def _cpu() -> TrainConfig:
+    # The best the quality-per-CPU-hour study (docs/RESULTS.md, "Quality per CPU-hour") found for an hour of a
+    # 2-core CPU, field by field in docs/TRAINING.md ("The cpu preset"). In short: cpu-demo's small network (the
+    # image, FPN and decoder sizes the study tried did not beat it at equal wall time), binary labels, a quarter
+    # of each sample's points uniform in the box, a cosine learning rate planned over a 60-minute budget, and
+    # validation on the uniform points, the test IoU's kind.
+    cfg = TrainConfig(preset="cpu")
+    cfg.data = DataConfig(image_size=96, points_per_sample=1024, batch_size=8, repeats=24, num_workers=1,
+                          val_points=4096, val_views=1, uniform_share=0.25, val_on="uniform")
+    cfg.model = ModelConfig(fpn_channels=64, point_embed_dim=128, decoder_hidden=128)
+    cfg.optim = OptimConfig(epochs=BOUNDS_EPOCHS_MAX, lr=1e-3, encoder_lr_scale=0.1, lr_schedule="cosine", warmup=0.05,
+                            time_budget_s=3600.0)
+    cfg.labels = LabelConfig(mode="binary")
+    return cfg
+
+
 def _cpu_test() -> TrainConfig:
     # The smallest sensible network, for tests that only need the code path to run; float32, so that a run is
     # the same bits every time (auto would choose by timing).
@@ -223,11 +241,12 @@ def _cpu_test() -> TrainConfig:
     return cfg
 
 
-PRESETS = {"paper": _paper, "cpu-demo": _cpu_demo, "cpu-test": _cpu_test}
+PRESETS = {"paper": _paper, "cpu": _cpu, "cpu-demo": _cpu_demo, "cpu-test": _cpu_test}
 
 
 def preset(name: str) -> TrainConfig:
-    """A fresh config of a named preset: paper (the paper's defaults), cpu-demo, cpu-test."""
+    """A fresh config of a named preset: paper (the paper's defaults), cpu (an hour of a 2-core CPU), cpu-demo,
+    cpu-test."""
     try:
         return PRESETS[name]()
     except KeyError:
@@ -381,7 +400,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "labels.s_min": (0.0, 1.0, "("),
     "labels.s_max": (0.0, 1.0, "("),
     "labels.update_every": (1, 1_000_000, "["),
-    "optim.epochs": (1, 1_000_000, "["),
+    "optim.epochs": (1, BOUNDS_EPOCHS_MAX, "["),
     "optim.lr": (0.0, 1e6, "("),
     "optim.encoder_lr_scale": (0.0, 1e6, "["),
     "optim.weight_decay": (0.0, 1e6, "["),

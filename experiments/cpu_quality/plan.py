@@ -66,4 +66,10 @@ SEARCH = (
 )
 """the short runs of the search, in the order they ran"""
 
-STAGES = {"search": SEARCH}
+FINAL = (
+    Run("cpu", "the cpu preset (the search's winner) for its 60 minutes", preset="cpu", store="u2048", minutes=60),
+    Run("cpu-demo", "the baseline: today's demo preset for the same 60 minutes", minutes=60),
+)
+"""the winner and the baseline at the goal's budget"""
+
+STAGES = {"search": SEARCH, "final": FINAL}

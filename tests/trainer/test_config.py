@@ -54,7 +54,7 @@ def test_override_parses_text_by_the_field_type():
 
 
 def test_from_dict_round_trips_every_preset():
-    for name in ("paper", "cpu-demo", "cpu-test"):
+    for name in ("paper", "cpu", "cpu-demo", "cpu-test"):
         cfg = preset(name)
         assert from_dict(to_dict(cfg)) == cfg
 
@@ -67,3 +67,10 @@ def test_every_train_config_field_has_a_docstring():
     for cls in (DataConfig, ModelConfig, LabelConfig, OptimConfig, TrainConfig):
         docs = field_docs(cls)
         assert [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)] == [], cls.__name__
+
+
+def test_the_cpu_preset_trains_for_an_hour_unless_told_otherwise():
+    cfg = preset("cpu")
+    assert cfg.optim.time_budget_s == 3600.0 and cfg.optim.lr_schedule == "cosine"
+    assert cfg.data.val_on == "uniform" and 0.0 < cfg.data.uniform_share < 1.0
+    assert override(preset("cpu"), ["optim.time_budget_s=600"]).optim.time_budget_s == 600.0
