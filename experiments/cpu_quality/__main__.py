@@ -21,6 +21,7 @@ from common.atomic import atomic_write_text
 from evaluation.report import read_metrics_csv
 from experiments.ablation.run import aps_command
 from experiments.ablation.tables import object_mean
+from experiments.cpu_quality.figures import curves_figure, stage_pictures
 from experiments.cpu_quality.plan import STAGES, STORES, Run
 
 log = logging.getLogger("experiments.cpu_quality")
@@ -143,7 +144,21 @@ def main(
     for run in runs:
         do_run(run, data, out, threads)
         write_results(STAGES[stage], out, stage)
+    write_figures(STAGES[stage], data, out, stage)
     print((out / f"{stage}.md").read_text())
+
+
+def write_figures(runs: tuple[Run, ...], data: Path, out: Path, stage: str) -> None:
+    """OUT/<stage>-curves.png (validation IoU against wall minutes) and OUT/<stage>-views/ (test parts from four
+    views, each store's runs against its own ground truth)."""
+    curves = {}
+    for run in runs:
+        if (out / "runs" / run.slug / "metrics.csv").is_file():
+            with (out / "runs" / run.slug / "metrics.csv").open() as f:
+                curves[f"{run.name} {run.minutes:g}m"] = list(csv.DictReader(f))
+    curves_figure(curves, out / f"{stage}-curves.png")
+    evals = {f"{run.name} {run.minutes:g}m": (out / "evals" / run.slug, store_path(run.store, data)) for run in runs}
+    stage_pictures(evals, out / f"{stage}-views")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,54 @@ def views_figure(data: Path, runs: Mapping[str, Path], object_id: str, out: Path
                               for r in rows])
     save_png(picture, out)
     return out
+
+
+PICTURED = ("arm_link-iiwa-link_7", "gripper_part-panda_gripper-finger", "arm_link-tiago-head-head_1")
+"""test parts drawn from four views for every stage: an arm link with a flange, a thin gripper finger, a head"""
+
+
+def stage_pictures(runs: Mapping[str, tuple[Path, Path]], out: Path, objects: Sequence[str] = PICTURED,
+                   scale: int = 1) -> list[Path]:
+    """OUT/views-<object>-<store>.png for each pictured object: runs = {label: (eval folder, store)}, those whose
+    eval has finished drawn side by side, one picture per store: the stored cameras differ between stores
+    preprocessed with other params (a store of more uniform points drew its views after them), and each run is
+    shown from the views of its own store, its input first."""
+    by_store: dict[Path, dict[str, Path]] = {}
+    for label, (folder, store) in runs.items():
+        if (folder / "eval.json").is_file():
+            by_store.setdefault(store, {})[label] = folder
+    written = []
+    for store, evals in by_store.items():
+        held = set(open_store(store).object_ids)
+        written += [views_figure(store, evals, o, out / f"views-{o}-{store.name}.png", scale=scale)
+                    for o in objects if o in held]
+    return written
+
+
+def curves_figure(curves: Mapping[str, list[dict]], path: Path) -> bool:
+    """Validation IoU and the learning rate against wall minutes (elapsed_s), one line per run: what a budget
+    buys, on the x axis users plan with. False if no run has a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.atomic import atomic_write
+
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return False
+    fig, (ax_iou, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
+    for i, (name, rows) in enumerate(curves.items()):
+        minutes = [float(r["elapsed_s"]) / 60 for r in rows]
+        ax_iou.plot(minutes, [float(r["val_iou"]) for r in rows], color=f"C{i}", lw=1.5, label=name)
+        ax_lr.plot(minutes, [float(r["lr"]) for r in rows], color=f"C{i}", lw=1.5, label=name)
+    ax_iou.set(xlabel="wall minutes", ylabel="validation IoU", title="validation IoU (each run's val_on points)")
+    ax_lr.set(xlabel="wall minutes", ylabel="learning rate", title="decoder learning rate", yscale="log")
+    for ax in (ax_iou, ax_lr):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, fig.savefig)
+    plt.close(fig)
+    return True
