@@ -80,13 +80,16 @@ def train_args(run: Run, store: Path, run_dir: Path, threads: int, precision: st
 def do_run(run: Run, data: Path, out: Path, threads: int, precision: str = PRECISION,
            grid: tuple[int, int] = (256, 32), silhouette_views: int = 8) -> None:
     """Train one run to its budget (resuming a cut-short one; a spent budget trains nothing), then evaluate its
-    last.ckpt on every test part at grid = (resolution, coarse) unless its eval folder is finished."""
+    last.ckpt on every test part of the base store `data` at grid = (resolution, coarse) unless its eval folder is
+    finished. Every run is evaluated on the base store, whichever store it trained on: a store preprocessed with
+    other params drew other cameras and reference points (one random stream per object), and runs compared on
+    other input views would differ by the views too."""
     store = ensure_store(run.store, data, out, threads)
     run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
     t0 = time.monotonic()
     _aps(train_args(run, store, run_dir, threads, precision), out / "logs" / f"{run.slug}-train.log", threads)
     if not (eval_dir / "eval.json").is_file():
-        _aps(["eval", "--checkpoint", str(run_dir / "last.ckpt"), "--data", str(store), "--out", str(eval_dir),
+        _aps(["eval", "--checkpoint", str(run_dir / "last.ckpt"), "--data", str(data), "--out", str(eval_dir),
               "--split", "test", "--resolution", str(grid[0]), "--coarse", str(grid[1]),
               "--silhouette-views", str(silhouette_views), "--threads", str(threads), "--device", "cpu"],
              out / "logs" / f"{run.slug}-eval.log", threads, ok_codes=(0, 1))
@@ -157,7 +160,7 @@ def write_figures(runs: tuple[Run, ...], data: Path, out: Path, stage: str) -> N
             with (out / "runs" / run.slug / "metrics.csv").open() as f:
                 curves[f"{run.name} {run.minutes:g}m"] = list(csv.DictReader(f))
     curves_figure(curves, out / f"{stage}-curves.png")
-    evals = {f"{run.name} {run.minutes:g}m": (out / "evals" / run.slug, store_path(run.store, data)) for run in runs}
+    evals = {f"{run.name} {run.minutes:g}m": (out / "evals" / run.slug, data) for run in runs}
     stage_pictures(evals, out / f"{stage}-views")
 
 

@@ -56,13 +56,6 @@ SEARCH = (
         BINARY + SHARE + COSINE + ("--batch-size", "16", "--points", "512"), store="u2048"),
     Run("lr3e-3", "cosine at lr 3e-3 (feature extractor 3e-4)",
         BINARY + SHARE + COSINE + ("--lr", "3e-3"), store="u2048"),
-    Run("enc1", "cosine with the feature extractor at the decoder's rate (encoder_lr_scale 1)",
-        BINARY + SHARE + COSINE + _s("optim.encoder_lr_scale=1.0"), store="u2048"),
-    Run("adaptive-gain", "cosine with the adaptive label, s from F1's gain over the all-inside answer on "
-        "uniform validation points, reconsidered every epoch",
-        ("--labels", "adaptive") + SHARE + COSINE
-        + _s("labels.score=gain", "data.val_on=uniform", "labels.update_every=1", "labels.lambda_=1.0"),
-        store="u2048"),
 )
 """the short runs of the search, in the order they ran"""
 
