@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -118,11 +119,11 @@ def write_results(runs: tuple[Run, ...], out: Path, stage: str) -> list[dict]:
     rows = [r for r in (result_row(run, out) for run in runs) if r is not None]
     lines = [",".join(COLUMNS)] + [",".join(_cell(r[c]) for c in COLUMNS) for r in rows]
     atomic_write_text(out / f"{stage}.csv", "\n".join(lines) + "\n")
-    head = "| run | min | epochs | samples | IoU | F@1% | F@2% | Chamfer-L1 | NC | silhouette IoU | empty |"
+    head = "| run | seed | min | epochs | samples | IoU | F@1% | F@2% | Chamfer-L1 | NC | silhouette IoU | empty |"
     md = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        md.append(f"| {r['run']} | {r['minutes']:.1f} | {r['epochs']} | {r['samples']} | {r['iou']:.3f} | "
-                  f"{r['fscore']:.3f} | {r['fscore_2pct']:.3f} | {r['chamfer_l1']:.4f} | "
+        md.append(f"| {r['run']} | {r['seed']} | {r['minutes']:.1f} | {r['epochs']} | {r['samples']} | "
+                  f"{r['iou']:.3f} | {r['fscore']:.3f} | {r['fscore_2pct']:.3f} | {r['chamfer_l1']:.4f} | "
                   f"{r['normal_consistency']:.3f} | {r['silhouette_iou']:.3f} | {r['empty']} |")
     atomic_write_text(out / f"{stage}.md", "\n".join(md) + "\n")
     return rows
@@ -139,15 +140,17 @@ def main(
     data: Path = typer.Option(Path("data/industrial-parts"), "--data", help="the base store (128 uniform points)"),
     out: Path = typer.Option(Path("reports/cpu_quality"), "--out", help="runs, evals, logs and tables"),
     threads: int = typer.Option(2, "--threads", help="torch threads of each run (1 on a shared machine)"),
+    minutes: float = typer.Option(None, "--minutes", help="every run's budget instead of the plan's (its own "
+                                  "folders: the minutes are in their names)"),
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if stage not in STAGES:
         raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}", param_hint="--stage")
-    runs = tuple(r for r in STAGES[stage] if not only or r.name in only)
-    for run in runs:
+    plan = STAGES[stage] if minutes is None else tuple(replace(r, minutes=minutes) for r in STAGES[stage])
+    for run in (r for r in plan if not only or r.name in only):
         do_run(run, data, out, threads)
-        write_results(STAGES[stage], out, stage)
-    write_figures(STAGES[stage], data, out, stage)
+        write_results(plan, out, stage)
+    write_figures(plan, data, out, stage)
     print((out / f"{stage}.md").read_text())
 
 

@@ -65,4 +65,19 @@ FINAL = (
 )
 """the winner and the baseline at the goal's budget"""
 
-STAGES = {"search": SEARCH, "final": FINAL}
+ADAPTIVE = tuple(
+    Run(name, why, args, preset="cpu", store="u2048", minutes=60, seed=seed)
+    for seed in (0, 1, 2)
+    for name, why, args in (
+        ("binary", "the cpu preset: binary labels", ()),
+        ("fixed0.5", "the soft label at a fixed s = 0.5", ("--labels", "fixed", "--s-fixed", "0.5")),
+        ("adaptive-paper", "the paper's schedule: s = 1 - 1.5 F1 on stored validation points, every 10 epochs",
+         ("--labels", "adaptive") + _s("data.val_on=stored")),
+        ("adaptive-gain", "s = 1 - F1's gain over the all-inside answer on uniform points, every 5 epochs",
+         ("--labels", "adaptive") + _s("labels.score=gain", "labels.lambda_=1.0", "labels.update_every=5")),
+    )
+)
+"""the adaptive study (issue 25, item 3): three seeds of each label at the cpu preset's budget; not run yet
+(12 hours of this CPU; `--minutes` runs it shorter)"""
+
+STAGES = {"search": SEARCH, "final": FINAL, "adaptive": ADAPTIVE}

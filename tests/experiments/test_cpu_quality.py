@@ -34,7 +34,7 @@ def test_a_budgeted_run_is_trained_evaluated_tabled_and_pictured(demo_store, tmp
     assert len(rows) == 1 and rows[0]["epochs"] == len(curve) and 0.0 <= rows[0]["iou"] <= 1.0
     assert rows[0]["minutes"] == float(curve[-1]["elapsed_s"]) / 60
     table = (out / "tiny.md").read_text().splitlines()
-    assert len(table) == 3 and table[2].startswith("| tiny |")
+    assert len(table) == 3 and table[2].startswith("| tiny | 0 |")
     with (eval_dir / "metrics.csv").open() as f:
         assert len(list(csv.DictReader(f))) == n_test
 
