@@ -216,14 +216,13 @@ class _Run:
         return self.elapsed_before + time.monotonic() - self.started
 
     def budget_spent(self) -> bool:
-        """Whether optim.time_budget_s (when set) leaves no room for another epoch like the last one: the run
-        stops at the end of the last epoch that fits in the budget, as far as the epoch before tells."""
+        """Whether optim.time_budget_s (when set) leaves no room for another epoch: the run stops at the end of the
+        last epoch that fits in the budget, the next one estimated as next_epoch_estimate of the epochs before."""
         budget = self.cfg.optim.time_budget_s
         if budget <= 0 or not self.history:
             return False
-        ends = [float(row.get("elapsed_s") or 0.0) for row in self.history[-2:]]  # older runs did not record it
-        epoch_wall = ends[-1] - (ends[0] if len(ends) > 1 else 0.0)
-        return ends[-1] + epoch_wall > budget
+        ends = [float(row.get("elapsed_s") or 0.0) for row in self.history]  # older runs did not record it
+        return ends[-1] + next_epoch_estimate(ends) > budget
 
     def summary(self, started: float) -> TrainingSummary:
         return TrainingSummary(epochs=self.epochs, best_val_f1=self.best_val_f1, final_s=self.s_schedule.s,
@@ -414,6 +413,18 @@ def _feed(run: _Run, data: Path, objects: _Objects) -> _Feed:
         raise ValueError(f"{data}: {len(objects.train_ids)} training objects x {cfg.data.repeats} repeats give no "
                          f"batch of {cfg.data.batch_size} per process; lower data.batch_size or raise data.repeats")
     return _Feed(net, sampler, loader, val)
+
+
+EPOCH_MARGIN = 1.1
+"""an epoch is estimated this much longer than the longest of the last three: epochs vary by a few percent (a
+60-minute run that trusted the last epoch alone ended 0.5 s past its budget)"""
+
+
+def next_epoch_estimate(ends: list[float]) -> float:
+    """Wall seconds the next epoch is expected to take, from the run's epoch ends (elapsed_s): EPOCH_MARGIN x the
+    longest of the last three epochs (the first one's start-up included while it is among them)."""
+    walls = [b - a for a, b in zip([0.0, *ends], ends, strict=False)][-3:]
+    return EPOCH_MARGIN * max(walls)
 
 
 def lr_factor(progress: float, schedule: str, warmup: float, floor: float) -> float:

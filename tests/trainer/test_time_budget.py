@@ -16,7 +16,7 @@ from trainer.cli import parse_duration
 from trainer.config import override, preset
 from trainer.data import SampleKey, TrainingSamples
 from trainer.labels import SSchedule, f1_gain, trivial_f1
-from trainer.loop import lr_factor, run_training
+from trainer.loop import lr_factor, next_epoch_estimate, run_training
 
 
 def _cfg(*assignments: str):
@@ -60,9 +60,10 @@ def test_a_budgeted_run_stops_in_its_budget_and_resumes_where_the_clock_stood(an
     ends = [float(r["elapsed_s"]) for r in rows]
     assert all(a < b for a, b in zip(ends, ends[1:], strict=False))
     walls = [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
-    assert ends[-2] + walls[-2] <= 12.0  # each earlier epoch looked like it would fit, and was trained ...
-    assert ends[-1] + walls[-1] > 12.0  # ... and after the last one, another like it would not have
+    assert ends[-2] + next_epoch_estimate(ends[:-1]) <= 12.0  # each earlier epoch looked like it would fit ...
+    assert ends[-1] + next_epoch_estimate(ends) > 12.0  # ... and after the last one, another would not have
     assert ends[-1] <= 12.0 + max(walls)  # so the run ends within about an epoch of the budget
+    assert next_epoch_estimate([10.0, 12.0, 13.0, 17.0]) == pytest.approx(1.1 * 4.0)  # the longest of the last 3
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[-1] < 0.5 * 1e-3  # cosine over the budget: near its end the rate is low
     assert max(lrs) > 2 * lrs[-1]
@@ -70,7 +71,7 @@ def test_a_budgeted_run_stops_in_its_budget_and_resumes_where_the_clock_stood(an
     again = run_training(cfg, analytic_store, out, resume=True, progress=False)
     assert again.trained == 0 and "time-budget" in again.line()
 
-    budget = ends[-1] + 3 * (ends[-1] - ends[-2]) + 1.0  # room for about 3 more epochs like the last
+    budget = ends[-1] + 3 * next_epoch_estimate(ends) + 1.0  # room for about 3 more epochs
     more = override(_cfg("optim.epochs=100000", "optim.lr_schedule=cosine", "optim.warmup=0.2"),
                     [f"optim.time_budget_s={budget}"])
     resumed = run_training(more, analytic_store, out, resume=True, progress=False)
@@ -78,7 +79,7 @@ def test_a_budgeted_run_stops_in_its_budget_and_resumes_where_the_clock_stood(an
     assert resumed.trained >= 1 and len(rows) == resumed.epochs
     assert float(rows[summary.epochs]["elapsed_s"]) > ends[-1]  # the clock went on from the first call's
     ends = [float(r["elapsed_s"]) for r in rows]
-    assert ends[-1] + (ends[-1] - ends[-2]) > budget
+    assert ends[-1] + next_epoch_estimate(ends) > budget
 
 
 def test_without_a_budget_the_cosine_spans_the_epochs(analytic_store, tmp_path):
