@@ -39,7 +39,7 @@ def aps_command(args: Sequence[str], threads: int, module: str = "aps") -> tuple
     return [sys.executable, "-m", module, *args], env
 
 
-def _aps(args: Sequence[str], log_path: Path, threads: int) -> int:
+def run_aps(args: Sequence[str], log_path: Path, threads: int) -> int:
     """Run `python -m aps ARGS` from the repository root with its output in log_path -> exit status."""
     command, env = aps_command(args, threads)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def _aps(args: Sequence[str], log_path: Path, threads: int) -> int:
                               check=False).returncode
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
     lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()] if path.exists() else []
     return lines[-1].strip() if lines else "(no output)"
 
@@ -70,11 +70,11 @@ def ensure_store(data: Path, manifest: Path | None, threads: int, log_dir: Path)
                                 "to preprocess it first")
     log_path = log_dir / "preprocess.log"
     log.info("preprocessing %s -> %s (log: %s)", manifest, data, log_path)
-    rc = _aps(["preprocess", "--manifest", str(manifest), "--out", str(data)], log_path, threads)
+    rc = run_aps(["preprocess", "--manifest", str(manifest), "--out", str(data)], log_path, threads)
     store = open_store(data)  # raises with the reason when the store is incomplete
     if rc != 0:
         log.warning("aps preprocess exited %d (%s); the store is complete with %d objects", rc,
-                    _last_line(log_path), len(store.object_ids))
+                    last_line(log_path), len(store.object_ids))
 
 
 def train_args(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: int) -> list[str]:
@@ -98,11 +98,11 @@ def train_run(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: in
     args = train_args(plan, data, layout, variant, seed)
     log_path = layout.log_file(variant, seed, "train")
     t0 = time.monotonic()
-    rc = _aps(args, log_path, plan.threads)
+    rc = run_aps(args, log_path, plan.threads)
     if rc != 0:
-        raise RuntimeError(f"aps train of {variant.name} seed {seed} exited {rc}: {_last_line(log_path)} "
+        raise RuntimeError(f"aps train of {variant.name} seed {seed} exited {rc}: {last_line(log_path)} "
                            f"(log: {log_path})")
-    log.info("trained %s seed %d in %.0f s: %s", variant.name, seed, time.monotonic() - t0, _last_line(log_path))
+    log.info("trained %s seed %d in %.0f s: %s", variant.name, seed, time.monotonic() - t0, last_line(log_path))
 
 
 def eval_run(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: int, limit: int | None) -> None:
@@ -127,12 +127,12 @@ def eval_run(plan: Plan, data: Path, layout: Layout, variant: Variant, seed: int
         args += ["--limit", str(limit)]
     log_path = layout.log_file(variant, seed, "eval")
     t0 = time.monotonic()
-    rc = _aps(args, log_path, plan.threads)
+    rc = run_aps(args, log_path, plan.threads)
     if not (out / "eval.json").is_file():
         raise RuntimeError(f"aps eval of {variant.name} seed {seed} exited {rc} without finishing: "
-                           f"{_last_line(log_path)} (log: {log_path})")
+                           f"{last_line(log_path)} (log: {log_path})")
     if rc != 0:  # some objects failed: they are scored with the worst values, as docs/METRICS.md says
-        log.warning("aps eval of %s seed %d exited %d: %s", variant.name, seed, rc, _last_line(log_path))
+        log.warning("aps eval of %s seed %d exited %d: %s", variant.name, seed, rc, last_line(log_path))
     log.info("evaluated %s seed %d in %.0f s", variant.name, seed, time.monotonic() - t0)
 
 

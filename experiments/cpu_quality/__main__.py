@@ -1,5 +1,5 @@
 """`python -m experiments.cpu_quality --stage search`: train every run of a stage with `aps train --time-budget`,
-evaluate its last.ckpt on all test parts with `aps eval`, and rewrite OUT/results.csv and results.md after each.
+evaluate its last.ckpt on all test parts with `aps eval`, and rewrite OUT/<stage>.csv and <stage>.md after each.
 
 Resumable: a run folder that holds a checkpoint is resumed (`aps train --resume` trains nothing once its budget
 is spent), an eval folder with eval.json is kept. Numbers come from the commands a user runs (subprocesses),
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,13 +19,12 @@ import typer
 
 from common.atomic import atomic_write_text
 from evaluation.report import read_metrics_csv
-from experiments.ablation.run import aps_command
+from experiments.ablation.run import ROOT, last_line, run_aps
 from experiments.ablation.tables import object_mean
 from experiments.cpu_quality.figures import curves_figure, stage_pictures
 from experiments.cpu_quality.plan import STAGES, STORES, Run
 
 log = logging.getLogger("experiments.cpu_quality")
-ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "manifests" / "industrial-parts.toml"
 PRECISION = "bf16"
 """every run's arithmetic: auto's timed probe sits near its 1.10x bar for these small networks (it chose fp32 in 2 of
@@ -59,15 +57,10 @@ def ensure_store(name: str, data: Path, out: Path, threads: int) -> Path:
 
 
 def _aps(args: list[str], log_path: Path, threads: int, ok_codes: tuple[int, ...] = (0,)) -> None:
-    command, env = aps_command(args, threads)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as f:
-        f.write(f"$ {' '.join(command)}\n")
-        f.flush()
-        rc = subprocess.run(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+    """experiments.ablation.run.run_aps, raising with the log's last line unless the exit status is in ok_codes."""
+    rc = run_aps(args, log_path, threads)
     if rc not in ok_codes:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
-        raise RuntimeError(f"aps {args[0]} exited {rc}: {tail[0] if tail else ''} (log: {log_path})")
+        raise RuntimeError(f"aps {args[0]} exited {rc}: {last_line(log_path)} (log: {log_path})")
 
 
 def train_args(run: Run, store: Path, run_dir: Path, threads: int, precision: str = PRECISION) -> list[str]:
