@@ -26,6 +26,9 @@ def evaluate(
     resolution: int = typer.Option(256, help="Grid cells per axis of the mesh extraction, 8 to 1024 (paper: 256)."),
     coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction (--resolution must be it "
                                "times a power of two); 0 for the dense grid."),
+    level: str = typer.Option("auto", help="Occupancy level of the mesh and the IoU: auto (the checkpoint's own: "
+                              "0.5, or for a network trained on a soft label v(d, s) the label's value half a voxel "
+                              "outside the surface, docs/METHOD.md) or a number in (0, 1)."),
     formats: list[str] = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable)."),
     original_units: bool = typer.Option(False, "--original-units",
                                         help="Also write meshes in source units (p*scale+center)."),
@@ -54,7 +57,7 @@ def evaluate(
                                  help="Lay several eval runs side by side (rows = runs, columns = metrics): the "
                                  "same as `aps compare RUN_DIR_OR_CSV... --out DIR`."),
 ) -> None:
-    """Reconstruct every object of a split from one view, mesh it at 0.5, score it and draw it.
+    """Reconstruct every object of a split from one view, mesh it at its level (--level), score it and draw it.
 
     Writes OUT/meshes/<object_id>.ply (normalised frame), OUT/metrics.csv (one row per object),
     OUT/table1.md|csv (metric x category), OUT/pictures/*.png, OUT/report.md and OUT/objects/<object_id>.json
@@ -70,21 +73,22 @@ def evaluate(
         raise ValueError(f"unexpected arguments {[str(r) for r in runs]} (folders to compare need --compare)")
     if checkpoint is None or data is None:
         raise ValueError("aps eval needs --checkpoint and --data (or --compare RUN_DIR ...)")
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint or run folder")
 
     from evaluation.config import EvalConfig
     from evaluation.executors import EvalExecutor
     from evaluation.fields import CPU_BATCH, GPU_BATCH, CheckpointFields
     from evaluation.results import file_sha256
     from evaluation.runner import evaluate_store
-    from inference.predictor import resolve_checkpoint
+    from inference.predictor import checkpoint_level, resolve_checkpoint
     from pipeline.schema.read import open_store
 
     # every option is checked before anything is loaded or written (EvalConfig checks its own fields)
     gpu = device.startswith("cuda")
     batch_size = batch_size if batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint or run folder")
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
+                        level=checkpoint_level(checkpoint) if level == "auto" else _level(level),
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
                         silhouette_views=silhouette_views, pictures=pictures, limit=limit, objects=tuple(objects),
                         per_category=per_category, extra={"checkpoint": str(checkpoint)})
@@ -103,7 +107,8 @@ def evaluate(
     # a bad checkpoint stops here, in one line, before any worker starts; auto is measured here, with the
     # threads the network will have, and every worker is given the answer
     make_field = replace(make_field, precision=make_field.predictor().precision)
-    typer.echo(f"network: {make_field.precision} (--precision {precision})")
+    typer.echo(f"network: {make_field.precision} (--precision {precision}); meshes at occupancy {config.level:g} "
+               f"(--level {level})")
     rows = evaluate_store(store, make_field, out, config, executor=executor,
                           field_id=f"checkpoint sha256 {sha256} in {make_field.precision}")
     failed = [r for r in rows if str(r.get("status")).startswith("error")]
@@ -112,6 +117,13 @@ def evaluate(
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(rows)} objects failed with an error, first "
                            f"{failed[0]['object_id']}: {failed[0]['status']}")
+
+
+def _level(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--level must be auto or a number in (0, 1), got {text!r}") from None
 
 
 def _check_view(store, split: str, view: int) -> None:

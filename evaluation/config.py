@@ -22,6 +22,9 @@ class EvalConfig:
     """grid cells per axis of the extraction (paper: 256^3)"""
     coarse: int | None = 32
     """first grid of the coarse-to-fine extraction; None: dense grid"""
+    level: float = 0.5
+    """occupancy level of the mesh and of the IoU (`aps eval --level`; auto gives a checkpoint's own:
+    inference.predictor.checkpoint_level, 0.5 unless it learnt a soft label)"""
     batch_size: int = DEFAULT_BATCH
     """points per field call (bounds memory)"""
     formats: tuple[str, ...] = ("ply",)
@@ -63,6 +66,8 @@ class EvalConfig:
         for name, (value, least) in at_least.items():
             if value is not None and not (isinstance(value, int) and value >= least):
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not (isinstance(self.level, int | float) and 0 < self.level < 1):
+            raise ValueError(f"--level must lie in (0, 1) (an occupancy probability), got {self.level!r}")
         for name, tau in (("tau", self.tau), ("tau_2", self.tau_2)):
             if not 0 < tau < 1:
                 raise ValueError(f"{name} must lie in (0, 1) (a distance in normalised units), got {tau!r}")

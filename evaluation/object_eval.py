@@ -25,7 +25,7 @@ from evaluation import metrics
 from evaluation.config import EvalConfig
 from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.results import ObjectResult, ResultFolder
-from inference.extract_mesh import THRESHOLD, CountingField, Extraction, Field, extract_mesh
+from inference.extract_mesh import CountingField, Extraction, Field, extract_mesh
 from inference.mesh_io import write_mesh
 from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
 from pipeline.schema.layout import object_file
@@ -104,7 +104,8 @@ def read_view(store: Store, object_id: str, index: int) -> InputView:
 
 def predict_object(store: Store, object_id: str, make_field: Callable[[InputView], Field],
                    config: EvalConfig) -> Prediction:
-    """The field's half of one object: encode the view, extract the mesh at 0.5, IoU of the field itself."""
+    """The field's half of one object: encode the view, extract the mesh at config.level, IoU of the field
+    itself at the same level."""
     timings: dict[str, float] = {}
     clock = LapTimer(timings)
     view = read_view(store, object_id, config.view)
@@ -112,7 +113,7 @@ def predict_object(store: Store, object_id: str, make_field: Callable[[InputView
     clock.lap("read")
     field_fn = make_field(view)
     clock.lap("encode")
-    extraction: Extraction = extract_mesh(field_fn, config.resolution, config.coarse, THRESHOLD,
+    extraction: Extraction = extract_mesh(field_fn, config.resolution, config.coarse, config.level,
                                           config.batch_size)
     clock.lap("extraction")
     timings["queries"] = extraction.query_seconds
@@ -120,7 +121,7 @@ def predict_object(store: Store, object_id: str, make_field: Callable[[InputView
     timings["grid"] = timings.pop("extraction") - extraction.query_seconds - extraction.marching_seconds
     # IoU from the field itself, defined even where the mesh is empty (docs/METRICS.md)
     occupancy = CountingField(field_fn, config.batch_size)(ref["ref_uniform_points"])
-    iou = metrics.volumetric_iou(occupancy > THRESHOLD, ref["ref_uniform_inside"])
+    iou = metrics.volumetric_iou(occupancy > config.level, ref["ref_uniform_inside"])
     clock.lap("iou_queries")
     return Prediction(object_id, extraction.vertices, extraction.faces, extraction.status, extraction.n_queries,
                       iou, float(occupancy.max()) if len(occupancy) else 0.0, timings, clock.elapsed)
@@ -180,7 +181,7 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
     row.update(n_vertices=len(vertices), n_faces=len(faces), n_queries=prediction.n_queries,
                seconds=round(prediction.seconds + clock.elapsed, 3),
                status="ok" if prediction.status == "ok" else f"{prediction.status}: the field never crosses "
-               f"{THRESHOLD} on the {config.resolution}^3 grid (max occupancy at the reference points "
+               f"{config.level:g} on the {config.resolution}^3 grid (max occupancy at the reference points "
                f"{prediction.max_occupancy:.3f})")
     return ObjectResult(object_id, row, picture, files, timings, content_hash=info.get("content_hash", ""))
 

@@ -85,6 +85,8 @@ def run_identity(config, field_id: str, store) -> dict[str, Any]:
     config: EvalConfig; field_id: what the field is (for a checkpoint, the sha256 of its bytes); store: the
     pipeline.schema.Store evaluated (its dataset and parameters, not its path: a moved store resumes)."""
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_DIGEST}
+    if settings.get("level") == 0.5:  # the level every eval had before it was a setting: those folders resume
+        del settings["level"]
     return {"result_version": RESULT_VERSION, "field": field_id,
             "store": {"dataset": store.attrs.get("dataset", ""), "params": store.params,
                       "code_version": store.attrs.get("code_version", "")},

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.checkpoint import BEST, LAST, CheckpointError, load_model_state, load_state
+from trainer.checkpoint import BEST, LAST, CheckpointError, TrainingState, load_model_state, load_state
 from trainer.config import TrainConfig, from_dict, to_dict
+from trainer.labels import iso_level
 from trainer.models import OccupancyNetwork, build_model, precision
 from trainer.views import prepare_view
 
@@ -84,6 +85,8 @@ class Predictor:
         self.path = path
         self.batch_points = batch_points
         self.dtype = dtype
+        self.level = 0.5
+        """the occupancy level its meshes are extracted at (label_level: 0.5 unless it learnt a soft label)"""
 
     @property
     def precision(self) -> str:
@@ -149,8 +152,39 @@ def load_predictor(path: str | Path, device: str = "cpu", precision: str = "fp32
     if batch_points is None:
         batch_points = CPU_BATCH if dev.type == "cpu" else GPU_BATCH
     predictor = Predictor(model.to(dev), config, dev, ckpt, batch_points, saved.data)
+    predictor.level = label_level(saved, config)
     predictor.dtype = _choose_precision(predictor, precision)
     return predictor
+
+
+def trained_s(saved: TrainingState, config: TrainConfig) -> float | None:
+    """The s of the label the checkpoint's weights last trained against (its epoch's history row); None for the
+    binary label. A fixed label without a history row: its s_fixed; an adaptive one: its schedule's state."""
+    if config.labels.mode == "binary":
+        return None
+    for row in reversed(saved.history or []):
+        if row.get("epoch") == saved.epoch + 1 and isinstance(row.get("s"), int | float):
+            return float(row["s"])
+    if config.labels.mode == "fixed":
+        return config.labels.s_fixed
+    s = (saved.s_schedule or {}).get("s")
+    return float(s) if isinstance(s, int | float) else None
+
+
+def label_level(saved: TrainingState, config: TrainConfig) -> float:
+    """The level to mesh this checkpoint at: trainer.labels.iso_level of the s it trained against (0.5 binary)."""
+    return iso_level(trained_s(saved, config), config.labels.d_star)
+
+
+def checkpoint_level(path: str | Path) -> float:
+    """label_level of a .ckpt file or run folder, from its record alone (the weights are mapped, not read)."""
+    ckpt = resolve_checkpoint(path)
+    saved = load_state(ckpt, mmap=True)
+    try:
+        config = from_dict(saved.config)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: its config does not fit this code ({exc})") from exc
+    return label_level(saved, config)
 
 
 def _choose_precision(predictor: Predictor, requested: str) -> torch.dtype | None:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from inference.extract_mesh import BOX_HALF, THRESHOLD, Extraction, extract_mesh
+from inference.extract_mesh import BOX_HALF, Extraction, extract_mesh
 from reconstruct.framing import FramedView, Framing, canonical_camera, frame_object
 from reconstruct.photos import to_greyscale
 from reconstruct.segmentation import ObjectMask, find_object
@@ -76,10 +76,10 @@ def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing()
     def scaled(points: np.ndarray) -> np.ndarray:  # field'(q) = field(k q): extract_mesh's box, k times larger
         return field(points * np.float32(k))
 
-    extraction = extract_mesh(scaled, resolution, coarse, THRESHOLD)
+    extraction = extract_mesh(scaled, resolution, coarse, predictor.level)
     vertices = (extraction.vertices * k).astype(np.float32)
     if extraction.status != "ok":
-        log.warning("%s: the field never crosses %.1f: empty mesh", name, THRESHOLD)
+        log.warning("%s: the field never crosses %g: empty mesh", name, predictor.level)
     return Reconstruction(vertices, extraction.faces, found, framed, K, Rt, extraction,
                           time.perf_counter() - t0)
 

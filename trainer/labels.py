@@ -45,6 +45,24 @@ def label_v(udf: torch.Tensor, inside: torch.Tensor, s: float | None, d_star: fl
     return torch.where(inside, torch.ones_like(v), v)
 
 
+ISO_OFFSET = 0.5 / 256
+"""how far outside the surface a soft-label network is meshed: half a voxel of the paper's 256^3 grid (normalised
+units), the most a marching-cubes surface is off anyway"""
+
+
+def iso_level(s: float | None, d_star: float, offset: float = ISO_OFFSET) -> float:
+    """The occupancy level at which to mesh a network trained against v(d, s): the label's own value `offset`
+    outside the surface, v(offset, s), never below 0.5; 0.5 for the binary label (s None).
+
+    A network that learnt v(d, s) puts its 0.5-level where v = 0.5, outside the surface (1.35 voxels of 256^3 at
+    s = 0.5; docs/METHOD.md, "The iso-level of a soft label"): meshing there thickens every wall. Returns
+    0.838 / 0.753 / 0.559 / 0.5 at s = 0.95 / 0.5 / 0.264 / 0.1 with the default d* and offset."""
+    if s is None:
+        return 0.5
+    v = label_v(torch.tensor([offset], dtype=torch.float64), torch.tensor([False]), float(s), d_star)
+    return round(max(0.5, float(v[0])), 4)
+
+
 def trivial_f1(inside_fraction: float) -> float:
     """F1 of the all-inside answer on points of which this fraction r is inside: precision r, recall 1."""
     r = float(inside_fraction)

@@ -23,6 +23,7 @@ from experiments.ablation.run import ROOT, last_line, run_aps
 from experiments.ablation.tables import object_mean
 from experiments.cpu_quality.figures import curves_figure, stage_pictures
 from experiments.cpu_quality.plan import STAGES, STORES, Run
+from experiments.cpu_quality.study import write_study
 
 log = logging.getLogger("experiments.cpu_quality")
 MANIFEST = ROOT / "manifests" / "industrial-parts.toml"
@@ -30,7 +31,7 @@ PRECISION = "bf16"
 """every run's arithmetic: auto's timed probe sits near its 1.10x bar for these small networks (it chose fp32 in 2 of
 the first 6 runs, at 1.08x and 0.99x), and runs in two arithmetics at one budget would not compare"""
 COLUMNS = ("run", "seed", "minutes", "epochs", "samples", "val_f1", "iou", "fscore", "fscore_2pct", "chamfer_l1",
-           "normal_consistency", "silhouette_iou", "empty", "why", "command")
+           "normal_consistency", "silhouette_iou", "empty", "level", "why", "command")
 
 
 def store_path(name: str, data: Path) -> Path:
@@ -103,7 +104,9 @@ def result_row(run: Run, out: Path) -> dict | None:
             "samples": int(round(samples)), "val_f1": float(curve[-1]["val_f1"]),
             **{k: object_mean(rows, k) for k in ("iou", "fscore", "fscore_2pct", "chamfer_l1",
                                                   "normal_consistency", "silhouette_iou")},
-            "empty": sum(1 for r in rows if r.get("status") != "ok"), "why": run.why,
+            "empty": sum(1 for r in rows if r.get("status") != "ok"),
+            "level": float(json.loads((eval_dir / "eval.json").read_text()).get("level", 0.5))
+            if (eval_dir / "eval.json").is_file() else 0.5, "why": run.why,
             "command": "aps train --preset " + config.get("preset", run.preset) + " " + " ".join(run.args)
                        + f" --time-budget {run.minutes:g}m" + (f" [store {run.store}]" if run.store != "base" else "")}
 
@@ -145,6 +148,8 @@ def main(
         write_results(plan, out, stage)
     write_figures(plan, data, out, stage)
     print((out / f"{stage}.md").read_text())
+    if len({r.seed for r in plan}) > 1:
+        print(write_study(plan, out, stage).read_text())
 
 
 def write_figures(runs: tuple[Run, ...], data: Path, out: Path, stage: str) -> None:

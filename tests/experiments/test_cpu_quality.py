@@ -47,3 +47,41 @@ def test_a_budgeted_run_is_trained_evaluated_tabled_and_pictured(demo_store, tmp
     picture = np.asarray(Image.open(png))
     assert picture.shape[0] > 2 * 137  # two rows of views
     assert (picture < 250).any(axis=2).mean() > 0.02  # something is drawn, not a white page
+
+
+def _study_run(out, run, val_ious, s, ious, level):
+    """A finished run's two files as `aps train` and `aps eval` write them (metrics.csv of each, eval.json)."""
+    from evaluation.report import write_metrics_csv
+
+    run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
+    run_dir.mkdir(parents=True)
+    eval_dir.mkdir(parents=True)
+    lines = ["epoch,loss,val_iou,s,seconds,elapsed_s"] + [
+        f"{i + 1},0.5,{v},{'' if s is None else s},30,{60.0 * (i + 1)}" for i, v in enumerate(val_ious)]
+    (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+    write_metrics_csv([{"object_id": f"part-{i}", "category": "c", "iou": v, "fscore": v / 2, "chamfer_l1": 0.05,
+                        "silhouette_iou": 0.7, "status": "ok"} for i, v in enumerate(ious)], eval_dir / "metrics.csv")
+    (eval_dir / "eval.json").write_text(json.dumps({"level": level}))
+
+
+def test_the_adaptive_study_pools_seeds_pairs_parts_and_times_the_target(tmp_path):
+    from experiments.cpu_quality.study import arm_table, paired_table, speed_table, write_study
+
+    out = tmp_path / "study"
+    runs = []
+    for seed, (base, soft) in enumerate((((0.2, 0.5, 0.6), (0.3, 0.55, 0.58)), ((0.2, 0.4, 0.6), (0.2, 0.3, 0.4)))):
+        b, f = Run("binary", "", seed=seed), Run("fixed0.5", "", seed=seed)
+        _study_run(out, b, base, None, [0.5, 0.6], 0.5)
+        _study_run(out, f, soft, 0.5, [0.6, 0.5 + 0.1 * seed], 0.753)
+        runs += [b, f]
+    pooled = arm_table(runs, out)
+    assert "| binary | 2 | 0.550 ± 0.000 |" in pooled and "| fixed0.5 | 2 | 0.575 ± 0.035 |" in pooled
+    assert "0.753 ± 0.000" in pooled and "| 0.500 ± 0.000 |" in pooled  # the soft label's s and its mesh level
+    paired = paired_table(runs, out)  # pairs: (+0.1, -0.1) on seed 0, (+0.1, 0.0) on seed 1
+    assert "| fixed0.5 | 4 | +0.025 (+0.000, +0.050) | 2/4 |" in paired
+    speed = speed_table(runs, out)  # target 0.95 * 0.6 = 0.57: binary at epoch 3 on both seeds, fixed on seed 0 only
+    assert "val IoU 0.570" in speed and "| binary | 3.0 ± 0.0 | 3.0 ± 0.0 | 2/2 |" in speed
+    assert "| fixed0.5 | 3.0 ± 0.0 | 3.0 ± 0.0 | 1/2 |" in speed
+    path = write_study(runs, out, "adaptive")
+    assert sum(line.startswith("|---") for line in path.read_text().splitlines()) == 3  # three tables
+    assert (out / "adaptive-study-curves.png").stat().st_size > 10_000
