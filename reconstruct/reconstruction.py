@@ -54,6 +54,8 @@ class Reconstruction:
     Rt: np.ndarray
     extraction: Extraction
     seconds: float
+    level: float = 0.5
+    """the occupancy level the mesh was extracted at (the predictor's: 0.5 unless it learnt a soft label)"""
 
 
 def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing(), resolution: int = 128,
@@ -81,7 +83,7 @@ def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing()
     if extraction.status != "ok":
         log.warning("%s: the field never crosses %g: empty mesh", name, predictor.level)
     return Reconstruction(vertices, extraction.faces, found, framed, K, Rt, extraction,
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, predictor.level)
 
 
 # Largest --size: the mesh is written in float32 (up to 3.4e38, 7 digits), and inf or 1e308 would put every
@@ -115,7 +117,7 @@ def metadata(result: Reconstruction, framing: Framing) -> dict:
                     "touches_border": f.touches_border},
         "canonical_camera": {"K": result.K.tolist(), "Rt": result.Rt.tolist(),
                              "frame": "x right, y up, z towards the viewer, centred on the object"},
-        "extraction": {"resolution": result.extraction.resolution, "box_half": EXTRACT_HALF,
+        "extraction": {"resolution": result.extraction.resolution, "box_half": EXTRACT_HALF, "level": result.level,
                        "spacing": 2 * EXTRACT_HALF / result.extraction.resolution,
                        "queries": result.extraction.n_queries, "status": result.extraction.status},
         "n_vertices": len(result.vertices), "n_faces": len(result.faces),

@@ -110,3 +110,17 @@ def test_aps_eval_says_and_records_the_level_it_meshed_at(eval_store, tmp_path):
     done = subprocess.run([*APS, "eval", "--checkpoint", str(ckpt), "--data", str(eval_store), "--out",
                            str(tmp_path / "bad"), "--level", "high"], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "--level must be auto or a number" in done.stderr
+
+
+def test_aps_reconstruct_meshes_at_the_predictors_level_and_says_so(eval_store, tmp_path):
+    from inference.predictor import load_predictor
+    from reconstruct.framing import Framing
+    from reconstruct.reconstruction import metadata, reconstruct_image
+
+    store = open_store(eval_store)
+    image = store.read(store.split("test")[0], "images", 0)  # a stored render: an RGBA cut-out
+    for mode, s, level in (("fixed", 0.5, 0.753), ("binary", None, 0.5)):
+        predictor = load_predictor(_checkpoint(tmp_path / f"{mode}.ckpt", mode, s, s_fixed=0.5))
+        assert predictor.level == level
+        result = reconstruct_image(predictor, image, Framing(), resolution=16, coarse=8)
+        assert metadata(result, Framing())["extraction"]["level"] == level
