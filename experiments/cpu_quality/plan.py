@@ -65,26 +65,27 @@ FINAL = (
 )
 """the winner and the baseline at the goal's budget"""
 
-ADAPTIVE_MINUTES = 5.0
-ADAPTIVE_EVERY = 2
-"""s is reconsidered every 2 epochs: a 5-minute run of the cpu preset trains ~8 epochs of ~36 s, so the paper's
+ADAPTIVE_MINUTES = 3.0
+ADAPTIVE_EVERY = 1
+"""s is reconsidered after every epoch: a 3-minute run of the cpu preset trains ~5 epochs of ~36 s, so the paper's
 k = 10 would never move s (a 60-minute study, `--minutes 60`, ~100 epochs, would want k ~ 20)"""
 
 ADAPTIVE = tuple(
     Run(name, why, args, preset="cpu", store="u2048", minutes=ADAPTIVE_MINUTES, seed=seed)
     for seed in (0, 1, 2)
     for name, why, args in (
-        ("binary", "the cpu preset: binary labels", ()),
-        ("fixed0.5", "the soft label at a fixed s = 0.5", ("--labels", "fixed", "--s-fixed", "0.5")),
-        ("adaptive-f1", "the paper's schedule as written (s = 1 - 1.5 F1, from eq. 12's F1), F1 on the uniform "
+        ("cpu+binary", "the cpu preset: binary labels", ()),
+        ("cpu+fixed0.5", "the soft label at a fixed s = 0.5", ("--labels", "fixed", "--s-fixed", "0.5")),
+        ("cpu+adaptive-f1", "the paper's schedule as written (s = 1 - 1.5 F1, from eq. 12's F1), F1 on the uniform "
          "validation points", ("--labels", "adaptive") + _s(f"labels.update_every={ADAPTIVE_EVERY}")),
-        ("adaptive-gain", "s = 1 - F1's gain over the all-inside answer on the uniform validation points",
+        ("cpu+adaptive-gain", "s = 1 - F1's gain over the all-inside answer on the uniform validation points",
          ("--labels", "adaptive") + _s("labels.score=gain", "labels.lambda_=1.0",
                                        f"labels.update_every={ADAPTIVE_EVERY}")),
     )
 )
 """the adaptive study (issue 25, item 3): three seeds of each label at the cpu preset, every run validated on the
 same uniform points (a score the all-inside answer cannot pass) and meshed at its label's own level (`aps eval
---level auto`); 5 minutes each on this machine (12 runs + evals ~ 80 minutes)"""
+--level auto`); 3 minutes each on this machine (12 runs + evals ~ 60 minutes); names carry cpu+ so their folders are
+not the search's 5-minute runs of the same labels"""
 
 STAGES = {"search": SEARCH, "final": FINAL, "adaptive": ADAPTIVE}

@@ -18,7 +18,7 @@ from experiments.ablation.plan import SPEED_FRACTION, read_curve
 from experiments.ablation.tables import mean_std, object_mean
 from experiments.cpu_quality.plan import Run
 
-BASE = "binary"
+BASE = "cpu+binary"
 """the label every other one is paired against"""
 METRICS = (("iou", "IoU"), ("fscore", "F@1%"), ("chamfer_l1", "Chamfer-L1"), ("silhouette_iou", "silhouette IoU"))
 
@@ -65,16 +65,16 @@ def paired_table(runs: Sequence[Run], out: Path, base: str = BASE) -> str:
     """Markdown: each label against `base` on the same seed and the same test part: the mean difference of IoU and
     F@1% over all (seed, part) pairs, the spread of the per-seed means, and how many pairs are better."""
     arms = _arms(runs)
-    table = [["label - binary", "pairs", "IoU diff (mean; per-seed means)", "better IoU", "F@1% diff", "better F"]]
+    table = [[f"label - {base}", "pairs", "IoU diff (mean; per-seed means)", "better IoU", "F@1% diff", "better F"]]
     for name, arm in arms.items():
         if name == base:
             continue
         diffs: dict[str, list[float]] = {"iou": [], "fscore": []}
         seed_means: list[float] = []
         for run in arm:
-            ours, theirs = _eval(run, out), _eval(next((r for r in arms.get(base, ()) if r.seed == run.seed), run),
-                                                  out)
-            if ours is None or theirs is None or ours is theirs:
+            partner = next((r for r in arms.get(base, ()) if r.seed == run.seed), None)
+            ours, theirs = _eval(run, out), None if partner is None else _eval(partner, out)
+            if ours is None or theirs is None:
                 continue
             by_id = {r["object_id"]: r for r in theirs[0]}
             pairs = [(r, by_id[r["object_id"]]) for r in ours[0] if r["object_id"] in by_id]
@@ -109,7 +109,7 @@ def speed_table(runs: Sequence[Run], out: Path, base: str = BASE) -> str:
     if not base_finals:
         return ""
     target = SPEED_FRACTION * statistics.fmean(base_finals)
-    table = [["label", f"epochs to val IoU {target:.3f} ({SPEED_FRACTION:.0%} of binary's final)", "minutes",
+    table = [["label", f"epochs to val IoU {target:.3f} ({SPEED_FRACTION:.0%} of {base}'s final)", "minutes",
               "reached"]]
     for name, arm in arms.items():
         hits, total = [], 0
@@ -159,14 +159,14 @@ def study_curves(runs: Sequence[Run], out: Path, path: Path) -> bool:
     return True
 
 
-def write_study(runs: Sequence[Run], out: Path, stage: str) -> Path:
+def write_study(runs: Sequence[Run], out: Path, stage: str, base: str = BASE) -> Path:
     """OUT/<stage>-study.md (the three tables) and OUT/<stage>-study-curves.png."""
     from common.atomic import atomic_write_text
 
     study_curves(runs, out, out / f"{stage}-study-curves.png")
     text = "\n".join(["## Seeds pooled (mean ± std over seeds)", "", arm_table(runs, out), "",
-                      "## Paired against binary (same seed, same test part)", "", paired_table(runs, out), "",
-                      "## Training speed", "", speed_table(runs, out), ""])
+                      f"## Paired against {base} (same seed, same test part)", "", paired_table(runs, out, base), "",
+                      "## Training speed", "", speed_table(runs, out, base), ""])
     path = out / f"{stage}-study.md"
     atomic_write_text(path, text)
     return path

@@ -77,11 +77,14 @@ def test_the_adaptive_study_pools_seeds_pairs_parts_and_times_the_target(tmp_pat
     pooled = arm_table(runs, out)
     assert "| binary | 2 | 0.550 ± 0.000 |" in pooled and "| fixed0.5 | 2 | 0.575 ± 0.035 |" in pooled
     assert "0.753 ± 0.000" in pooled and "| 0.500 ± 0.000 |" in pooled  # the soft label's s and its mesh level
-    paired = paired_table(runs, out)  # pairs: (+0.1, -0.1) on seed 0, (+0.1, 0.0) on seed 1
+    paired = paired_table(runs, out, base="binary")  # pairs: (+0.1, -0.1) on seed 0, (+0.1, 0.0) on seed 1
     assert "| fixed0.5 | 4 | +0.025 (+0.000, +0.050) | 2/4 |" in paired
-    speed = speed_table(runs, out)  # target 0.95 * 0.6 = 0.57: binary at epoch 3 on both seeds, fixed on seed 0 only
+    alone = paired_table([r for r in runs if r.name != "binary"], out, base="binary")
+    assert "fixed0.5" not in alone  # without its binary run a label is not paired (with itself, say)
+    # target 0.95 * 0.6 = 0.57: binary at epoch 3 on both seeds, fixed on seed 0 only
+    speed = speed_table(runs, out, base="binary")
     assert "val IoU 0.570" in speed and "| binary | 3.0 ± 0.0 | 3.0 ± 0.0 | 2/2 |" in speed
     assert "| fixed0.5 | 3.0 ± 0.0 | 3.0 ± 0.0 | 1/2 |" in speed
-    path = write_study(runs, out, "adaptive")
+    path = write_study(runs, out, "adaptive", base="binary")
     assert sum(line.startswith("|---") for line in path.read_text().splitlines()) == 3  # three tables
     assert (out / "adaptive-study-curves.png").stat().st_size > 10_000
