@@ -85,7 +85,6 @@ def curves_figure(curves: Mapping[str, list[dict]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from common.atomic import atomic_write
 
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
@@ -97,7 +96,16 @@ def curves_figure(curves: Mapping[str, list[dict]], path: Path) -> bool:
         ax_lr.plot(minutes, [float(r["lr"]) for r in rows], color=f"C{i}", lw=1.5, label=name)
     ax_iou.set(xlabel="wall minutes", ylabel="validation IoU", title="validation IoU (each run's val_on points)")
     ax_lr.set(xlabel="wall minutes", ylabel="learning rate", title="decoder learning rate", yscale="log")
-    for ax in (ax_iou, ax_lr):
+    return save_panels(fig, (ax_iou, ax_lr), path)
+
+
+def save_panels(fig, axes, path: Path) -> bool:
+    """Grid and legend on each panel, then the figure written atomically to path (PNG) and closed."""
+    import matplotlib.pyplot as plt
+
+    from common.atomic import atomic_write
+
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -16,6 +16,7 @@ from pathlib import Path
 from evaluation.report import markdown, read_metrics_csv
 from experiments.ablation.plan import SPEED_FRACTION, read_curve
 from experiments.ablation.tables import mean_std, object_mean
+from experiments.cpu_quality.figures import save_panels
 from experiments.cpu_quality.plan import Run
 
 BASE = "cpu+binary"
@@ -130,8 +131,6 @@ def study_curves(runs: Sequence[Run], out: Path, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from common.atomic import atomic_write
-
     fig, (ax_iou, ax_s) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
     drawn = False
     for i, (name, arm) in enumerate(_arms(runs).items()):
@@ -150,13 +149,7 @@ def study_curves(runs: Sequence[Run], out: Path, path: Path) -> bool:
         return False
     ax_iou.set(xlabel="wall minutes", ylabel="validation IoU (uniform points)", title="validation IoU, 3 seeds")
     ax_s.set(xlabel="wall minutes", ylabel="s trained with (0: binary)", title="the label's s")
-    for ax in (ax_iou, ax_s):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, fig.savefig)
-    plt.close(fig)
-    return True
+    return save_panels(fig, (ax_iou, ax_s), path)
 
 
 def write_study(runs: Sequence[Run], out: Path, stage: str, base: str = BASE) -> Path:
