@@ -73,22 +73,22 @@ def evaluate(
         raise ValueError(f"unexpected arguments {[str(r) for r in runs]} (folders to compare need --compare)")
     if checkpoint is None or data is None:
         raise ValueError("aps eval needs --checkpoint and --data (or --compare RUN_DIR ...)")
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint or run folder")
 
     from evaluation.config import EvalConfig
     from evaluation.executors import EvalExecutor
     from evaluation.fields import CPU_BATCH, GPU_BATCH, CheckpointFields
     from evaluation.results import file_sha256
     from evaluation.runner import evaluate_store
-    from inference.predictor import checkpoint_level, resolve_checkpoint
+    from inference.predictor import resolve_checkpoint
     from pipeline.schema.read import open_store
 
     # every option is checked before anything is loaded or written (EvalConfig checks its own fields)
     gpu = device.startswith("cuda")
     batch_size = batch_size if batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint or run folder")
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
-                        level=checkpoint_level(checkpoint) if level == "auto" else _level(level),
+                        level=0.5 if level == "auto" else _level(level),
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
                         silhouette_views=silhouette_views, pictures=pictures, limit=limit, objects=tuple(objects),
                         per_category=per_category, extra={"checkpoint": str(checkpoint)})
@@ -106,7 +106,10 @@ def evaluate(
     make_field = fields if executor.network == "client" else replace(fields, threads=1)
     # a bad checkpoint stops here, in one line, before any worker starts; auto is measured here, with the
     # threads the network will have, and every worker is given the answer
-    make_field = replace(make_field, precision=make_field.predictor().precision)
+    predictor = make_field.predictor()
+    make_field = replace(make_field, precision=predictor.precision)
+    if level == "auto":  # the level of the very bytes every worker loads (sha256 above)
+        config = replace(config, level=predictor.level)
     typer.echo(f"network: {make_field.precision} (--precision {precision}); meshes at occupancy {config.level:g} "
                f"(--level {level})")
     rows = evaluate_store(store, make_field, out, config, executor=executor,

@@ -24,7 +24,7 @@ class EvalConfig:
     """first grid of the coarse-to-fine extraction; None: dense grid"""
     level: float = 0.5
     """occupancy level of the mesh and of the IoU (`aps eval --level`; auto gives a checkpoint's own:
-    inference.predictor.checkpoint_level, 0.5 unless it learnt a soft label)"""
+    inference.predictor.label_level, 0.5 unless it learnt a soft label)"""
     batch_size: int = DEFAULT_BATCH
     """points per field call (bounds memory)"""
     formats: tuple[str, ...] = ("ply",)

@@ -176,17 +176,6 @@ def label_level(saved: TrainingState, config: TrainConfig) -> float:
     return iso_level(trained_s(saved, config), config.labels.d_star)
 
 
-def checkpoint_level(path: str | Path) -> float:
-    """label_level of a .ckpt file or run folder, from its record alone (the weights are mapped, not read)."""
-    ckpt = resolve_checkpoint(path)
-    saved = load_state(ckpt, mmap=True)
-    try:
-        config = from_dict(saved.config)
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt}: its config does not fit this code ({exc})") from exc
-    return label_level(saved, config)
-
-
 def _choose_precision(predictor: Predictor, requested: str) -> torch.dtype | None:
     """The precision of a Predictor: as asked, or for auto measured by _decoder_probe."""
     probe = _decoder_probe(predictor) if requested == "auto" else None

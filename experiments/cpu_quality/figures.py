@@ -85,7 +85,6 @@ def curves_figure(curves: Mapping[str, list[dict]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return False

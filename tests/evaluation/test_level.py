@@ -14,7 +14,7 @@ import torch
 from evaluation.config import EvalConfig
 from evaluation.object_eval import predict_object
 from evaluation.results import run_identity
-from inference.predictor import checkpoint_level
+from inference.predictor import load_predictor
 from pipeline.schema import open_store
 from trainer.checkpoint import save_checkpoint
 from trainer.config import preset, to_dict
@@ -46,6 +46,10 @@ def _checkpoint(path, mode: str, history_s: float | None, **labels):
     save_checkpoint(path, {"config": to_dict(cfg), "model": build_model(cfg.model, load_pretrained=False)
                            .state_dict(), "epoch": 0, "best_val_f1": 0.5, "history": history})
     return path
+
+
+def checkpoint_level(path) -> float:
+    return load_predictor(path).level
 
 
 def test_a_checkpoint_is_meshed_at_the_s_its_weights_trained_against(tmp_path):
@@ -113,7 +117,6 @@ def test_aps_eval_says_and_records_the_level_it_meshed_at(eval_store, tmp_path):
 
 
 def test_aps_reconstruct_meshes_at_the_predictors_level_and_says_so(eval_store, tmp_path):
-    from inference.predictor import load_predictor
     from reconstruct.framing import Framing
     from reconstruct.reconstruction import metadata, reconstruct_image
 
