@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,23 +39,33 @@ def store_path(name: str, data: Path) -> Path:
     return data if name == "base" else data.with_name(f"{data.name}-{name}")
 
 
-def ensure_store(name: str, data: Path, out: Path, threads: int) -> Path:
-    """The store of that name, preprocessed when missing: base from manifests/industrial-parts.toml, a variant
-    from a copy of it with another n_uniform (written to OUT/manifests)."""
+def ensure_store(name: str, data: Path, out: Path, threads: int, manifest: Path = MANIFEST) -> Path:
+    """The store of that name, preprocessed when missing: base from the manifest as written when it leaves
+    n_uniform at the contract's 128, any other from a copy of it with the store's n_uniform (written to
+    OUT/manifests)."""
     path = store_path(name, data)
     if (path / "index.json").is_file():
         return path
-    manifest = MANIFEST
-    if name != "base":
-        text = MANIFEST.read_text()
-        if "\n[params]\n" not in text:
-            raise ValueError(f"{MANIFEST}: no [params] table to add n_uniform to")
-        manifest = out / "manifests" / f"{path.name}.toml"
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(manifest, text.replace("\n[params]\n", f"\n[params]\nn_uniform = {STORES[name]}\n", 1))
+    text = manifest.read_text()
+    if name != "base" or re.search(r"^n_uniform\s*=", text, re.M):
+        manifest = _with_n_uniform(manifest, text, STORES[name], out / "manifests" / f"{path.name}.toml")
     _aps(["preprocess", "--manifest", str(manifest), "--out", str(path)], out / "logs" / f"preprocess-{name}.log",
          threads, ok_codes=(0, 1))  # 1: robosuite's two empty STL files fail alone
     return path
+
+
+def _with_n_uniform(manifest: Path, text: str, n_uniform: int, copy: Path) -> Path:
+    """A copy of the manifest's text whose [params] set n_uniform (replacing the manifest's own value)."""
+    line = f"n_uniform = {n_uniform}"
+    if re.search(r"^n_uniform\s*=", text, re.M):
+        text = re.sub(r"^n_uniform\s*=.*$", line, text, count=1, flags=re.M)
+    elif "\n[params]\n" in text:
+        text = text.replace("\n[params]\n", f"\n[params]\n{line}\n", 1)
+    else:
+        raise ValueError(f"{manifest}: no [params] table to add n_uniform to")
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(copy, text)
+    return copy
 
 
 def _aps(args: list[str], log_path: Path, threads: int, ok_codes: tuple[int, ...] = (0,)) -> None:
@@ -73,13 +84,13 @@ def train_args(run: Run, store: Path, run_dir: Path, threads: int, precision: st
 
 
 def do_run(run: Run, data: Path, out: Path, threads: int, precision: str = PRECISION,
-           grid: tuple[int, int] = (256, 32), silhouette_views: int = 8) -> None:
+           grid: tuple[int, int] = (256, 32), silhouette_views: int = 8, manifest: Path = MANIFEST) -> None:
     """Train one run to its budget (resuming a cut-short one; a spent budget trains nothing), then evaluate its
     last.ckpt on every test part of the base store `data` at grid = (resolution, coarse) unless its eval folder is
     finished. Every run is evaluated on the base store, whichever store it trained on: a store preprocessed with
     other params drew other cameras and reference points (one random stream per object), and runs compared on
     other input views would differ by the views too."""
-    store = ensure_store(run.store, data, out, threads)
+    store = ensure_store(run.store, data, out, threads, manifest)
     run_dir, eval_dir = out / "runs" / run.slug, out / "evals" / run.slug
     t0 = time.monotonic()
     _aps(train_args(run, store, run_dir, threads, precision), out / "logs" / f"{run.slug}-train.log", threads)
@@ -133,6 +144,7 @@ def _cell(value: object) -> str:
 def main(
     stage: str = typer.Option("search", "--stage", help=f"which runs: {', '.join(STAGES)}"),
     only: list[str] = typer.Option([], "--only", help="only runs of these names (repeatable)"),
+    manifest: Path = typer.Option(MANIFEST, "--manifest", help="the dataset the stores are preprocessed from"),
     data: Path = typer.Option(Path("data/industrial-parts"), "--data", help="the base store (128 uniform points)"),
     out: Path = typer.Option(Path("reports/cpu_quality"), "--out", help="runs, evals, logs and tables"),
     threads: int = typer.Option(2, "--threads", help="torch threads of each run (1 on a shared machine)"),
@@ -144,12 +156,12 @@ def main(
         raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}", param_hint="--stage")
     plan = STAGES[stage] if minutes is None else tuple(replace(r, minutes=minutes) for r in STAGES[stage])
     for run in (r for r in plan if not only or r.name in only):
-        do_run(run, data, out, threads)
+        do_run(run, data, out, threads, manifest=manifest)
         write_results(plan, out, stage)
     write_figures(plan, data, out, stage)
     print((out / f"{stage}.md").read_text())
     if len({r.seed for r in plan}) > 1:
-        print(write_study(plan, out, stage).read_text())
+        print(write_study(plan, out, stage, base=plan[0].name).read_text())
 
 
 def write_figures(runs: tuple[Run, ...], data: Path, out: Path, stage: str) -> None:

@@ -88,4 +88,16 @@ same uniform points (a score the all-inside answer cannot pass) and meshed at it
 --level auto`); 3 minutes each on this machine (12 runs + evals ~ 60 minutes); names carry cpu+ so their folders are
 not the search's 5-minute runs of the same labels"""
 
-STAGES = {"search": SEARCH, "final": FINAL, "adaptive": ADAPTIVE}
+DEMO_MINUTES = 6.0
+DEMO = tuple(
+    run for seed in (0, 1, 2) for run in (
+        Run("demo-cpu-demo", "make demo until now: the cpu-demo preset for its 16 epochs (the budget only caps it)",
+            ("--epochs", "16"), minutes=30, seed=seed),
+        Run("demo-cpu", f"the cpu preset for {DEMO_MINUTES:g} minutes, from a store of 2048 uniform points",
+            preset="cpu", store="u2048", minutes=DEMO_MINUTES, seed=seed),
+    )
+)
+"""issue 25's last item: what `make demo` trains, before and after, three seeds each on the demo's own parts
+(manifests/industrial-demo.toml, `--manifest`), both evaluated on the same base store's test parts"""
+
+STAGES = {"search": SEARCH, "final": FINAL, "adaptive": ADAPTIVE, "demo": DEMO}
