@@ -6,6 +6,7 @@ default LocalCluster, with 1 worker and serial, against a plain loop that does t
                                                              # `dask worker --nworkers N --nthreads 1`, N = 1, 2
     python benchmarks/bench_preprocess.py --repeat 3 --skip serial   # 3 interleaved rounds, ratios of medians
     python benchmarks/bench_preprocess.py --store data/industrial-parts     # bytes per object of a store only
+    python benchmarks/bench_preprocess.py --manifest manifests/industrial-cad.toml --every 10   # every 10th object
 
 Prints objects/s of each run (cluster start-up and the test split's reference data included), the ratios,
 core-milliseconds per object by step and by split (CPU time of the processes doing the work, all their
@@ -16,6 +17,7 @@ shared): compare the ratios, not absolutes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import socket
@@ -37,12 +39,14 @@ from pipeline.runner import PreprocessSummary, run_preprocess  # noqa: E402
 N_SURFACE, N_UNIFORM, N_REFERENCE, N_VIEWS, IMAGE_SIZE = 9872, 128, 100_000, 24, 137
 
 
-def plain_loop(objects: list[tuple[str, str, str]], out: Path) -> tuple[int, float, float]:
+def plain_loop(objects: list[tuple[str, str, str, str]], out: Path) -> tuple[int, float, float]:
     """The baseline: what a researcher writes in an afternoon, one file after the other, libraries at their
     defaults (libigl and open3d use every core they find). Same work per object as `aps preprocess`: trimesh
     load, unit-cube normalisation, 9872 jittered surface + 128 uniform points, libigl's exact distances and
     winding number, 24 open3d ray-cast views of 137 px, 100k surface + 100k uniform reference points with
-    inside flags for test objects, one np.savez_compressed file. Returns (objects done, wall s, CPU s)."""
+    inside flags for test objects, one np.savez_compressed file. A catalogue part is built and tessellated with
+    the library calls preprocess makes (there is no plainer way to generate it). Returns (objects done, wall s,
+    CPU s)."""
     import igl
     import open3d as o3d
     import trimesh
@@ -51,11 +55,16 @@ def plain_loop(objects: list[tuple[str, str, str]], out: Path) -> tuple[int, flo
     rng = np.random.default_rng(0)
     start, cpu = time.perf_counter(), time.process_time()
     done = 0
-    for object_id, path, split in objects:
+    from pipeline.sources.catalogue import is_catalogue_source, load_catalogue_part
+
+    for object_id, path, extras, split in objects:
         try:
-            mesh = trimesh.load(path, force="mesh", process=False)
-            v = np.asarray(mesh.vertices, np.float64)
-            f = np.asarray(mesh.faces, np.int64)
+            if is_catalogue_source(path):
+                v, f = load_catalogue_part(path, extras)
+            else:
+                mesh = trimesh.load(path, force="mesh", process=False)
+                v = np.asarray(mesh.vertices, np.float64)
+                f = np.asarray(mesh.faces, np.int64)
             if len(f) == 0:
                 continue
         except Exception:  # noqa: BLE001 - the plain loop skips what it cannot read, like aps fails it
@@ -95,6 +104,29 @@ def plain_loop(objects: list[tuple[str, str, str]], out: Path) -> tuple[int, flo
         np.savez_compressed(out / f"{object_id}.npz", **arrays)
         done += 1
     return done, time.perf_counter() - start, time.process_time() - cpu
+
+
+@dataclasses.dataclass
+class SubsetManifest(Manifest):
+    """A manifest's objects restricted to `keep` (ids), every one with the split it had."""
+
+    keep: frozenset[str] = frozenset()
+
+    def _listing(self):
+        objects, refused = super()._listing()
+        return [o for o in objects if o[0].object_id in self.keep], [r for r in refused if r[0].object_id in self.keep]
+
+
+def every_kth(manifest: Manifest, k: int) -> Manifest:
+    """Every k-th object of each category (in id order), keeping their splits (a 'lists' split naming them)."""
+    by_category: dict[str, list] = {}
+    for spec, split in sorted(manifest.objects(), key=lambda o: o[0].object_id):
+        by_category.setdefault(spec.category, []).append((spec, split))
+    kept = [o for members in by_category.values() for o in members[::k]]
+    fields = {f.name: getattr(manifest, f.name) for f in dataclasses.fields(manifest) if f.init}
+    fields["split"] = {"method": "lists", **{name: [spec.object_id for spec, split in kept if split == name]
+                                             for name in ("val", "test")}}
+    return SubsetManifest(**fields, keep=frozenset(spec.object_id for spec, _ in kept))
 
 
 def _look_at(eye: np.ndarray) -> np.ndarray:
@@ -161,12 +193,16 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["serial", "one", "baseline"])
     ap.add_argument("--store", help="only report the bytes per object of this existing store")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the runs, interleaved; ratios of the medians")
+    ap.add_argument("--every", type=int, default=1, help="only every k-th object of each category (k = 10: a tenth "
+                    "of a large dataset, its categories and splits in proportion)")
     args = ap.parse_args()
     if args.store:
         report_storage(Path(args.store))
         return
     manifest = folder_manifest(args.meshes) if args.meshes else load_manifest(args.manifest)
-    objects = [(spec.object_id, spec.source, split) for spec, split in manifest.objects()]
+    if args.every > 1:
+        manifest = every_kth(manifest, args.every)
+    objects = [(spec.object_id, spec.source, spec.extras, split) for spec, split in manifest.objects()]
     load = os.getloadavg()[0]
     print(f"dataset {manifest.name}: {len(objects)} objects ({sum(s == 'test' for *_, s in objects)} test), "
           f"{os.cpu_count()} cores, load average {load:.2f} before the runs")

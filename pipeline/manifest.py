@@ -19,7 +19,7 @@ from pipeline.sources.splits import FileSplit, SplitFileError, check_table
 SPLITS = ("train", "val", "test")
 TOP_KEYS = ("name", "description", "sources", "split", "params")
 # the keys of [split] by method; method = "files" is checked by pipeline.sources.splits.check_table
-SPLIT_KEYS = {"hash": ("method", "val", "test", "exact"), "lists": ("method", "val", "test")}
+SPLIT_KEYS = {"hash": ("method", "val", "test", "exact", "by_category"), "lists": ("method", "val", "test")}
 # A manifest is a few kB; 4 MiB holds a 'lists' split of every ShapeNet model id (~50k ids of ~45 bytes) with room
 # to spare, and bounds what a hostile file can make the parser hold.
 MAX_MANIFEST_BYTES = 4 << 20
@@ -66,8 +66,11 @@ def check_split(split: Any) -> None:
         val, test = _fraction(split, "val"), _fraction(split, "test")
         if val + test >= 1:
             raise ValueError(f"split.val + split.test must be < 1 (the rest is train), got {val:g} + {test:g}")
-        if not isinstance(split.get("exact", False), bool):
-            raise ValueError(f"split.exact must be true or false, got {split['exact']!r}")
+        for flag in ("exact", "by_category"):
+            if not isinstance(split.get(flag, False), bool):
+                raise ValueError(f"split.{flag} must be true or false, got {split[flag]!r}")
+        if split.get("by_category", False) and not split.get("exact", False):
+            raise ValueError("split.by_category ranks each category on its own and needs exact = true")
         return
     for name in ("val", "test"):
         ids = split.get(name, [])
@@ -186,7 +189,14 @@ class Manifest:
         if files is not None:
             return [(s, files.split_of(s)) for s in specs]
         if self.split.get("method", "hash") == "hash" and self.split.get("exact", False):
-            return list(zip(specs, exact_hash_split([s.object_id for s in specs], self.split), strict=True))
+            if not self.split.get("by_category", False):
+                return list(zip(specs, exact_hash_split([s.object_id for s in specs], self.split), strict=True))
+            splits: dict[int, str] = {}
+            for category in sorted({s.category for s in specs}):
+                members = [i for i, s in enumerate(specs) if s.category == category]
+                splits.update(zip(members, exact_hash_split([specs[i].object_id for i in members], self.split),
+                                  strict=True))
+            return [(s, splits[i]) for i, s in enumerate(specs)]
         if self.split.get("method") == "lists":
             named = {i: name for name in ("val", "test") for i in _listed_ids(self.split, name)}
             return [(s, named.get(s.object_id, "train")) for s in specs]

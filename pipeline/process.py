@@ -12,6 +12,7 @@ from common.timing import LapTimer
 from pipeline.config import PreprocessConfig
 from pipeline.schema.layout import ObjectMeta, ObjectRecord, dequantize_points, quantize_points, quantize_udf
 from pipeline.sources import load_dataset_views, load_source_mesh
+from pipeline.sources.catalogue import is_catalogue_source
 from pipeline.stages.distances import inside, udf
 from pipeline.stages.load import MeshError
 from pipeline.stages.normalize import normalize
@@ -45,7 +46,7 @@ def process_object(job: ObjectMeta, config: PreprocessConfig) -> ObjectRecord:
 
     vertices, faces = load_source_mesh(job.source, job.extras, config.max_triangles)
     vertices, scale, center = normalize(vertices, faces)
-    lap("load")
+    lap("generate" if is_catalogue_source(job.source) else "load")  # a catalogue part is built here, not read
 
     rng = object_rng(job.draw_seed, config.seed)
     surface, _ = sample_surface(vertices, faces, config.n_surface, rng)

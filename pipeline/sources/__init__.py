@@ -3,7 +3,7 @@
 This module is the registry: which module lists each source type and checks its keys, and the dispatch by source
 of what a later step needs (an object's input bytes for its content hash, its mesh, its dataset views). The
 modules below it: spec.py (ObjectSpec, object ids, extras), keys.py (a [[sources]] table's keys), one module per
-source type (folder, pypi_wheel, shapenet, step, imnet; r2n2 for 3D-R2N2's views), walk.py and splits.py.
+source type (folder, pypi_wheel, shapenet, step, imnet, catalogue; r2n2 for 3D-R2N2's views), walk.py and splits.py.
 
 A source may provide more than a mesh file (a dataset's own renderings with their cameras, a CAD tolerance,
 the dataset's name for the object); it says so in `ObjectSpec.extras`, a JSON object that travels with the
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sources import folder, imnet, pypi_wheel, shapenet, step
+from pipeline.sources import catalogue, folder, imnet, pypi_wheel, shapenet, step
 from pipeline.sources.keys import Key
 from pipeline.sources.r2n2 import METADATA_FILE, load_r2n2_views, view_files
 from pipeline.sources.spec import ObjectSpec, SourceError, decode_extras, encode_extras, make_object_id
@@ -33,9 +33,9 @@ __all__ = ["SOURCE_TYPES", "ObjectSpec", "SourceError", "check_source", "decode_
            "extra_input_files", "hash_source", "list_objects", "load_dataset_views", "load_source_mesh",
            "make_object_id"]
 
-SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder", "imnet_hdf5")
+SOURCE_TYPES = ("folder", "pypi_wheel", "shapenet_v1", "shapenet_v2", "step_folder", "imnet_hdf5", "catalogue")
 _LISTER_MODULE = {"folder": folder, "pypi_wheel": pypi_wheel, "shapenet_v1": shapenet, "shapenet_v2": shapenet,
-                  "step_folder": step, "imnet_hdf5": imnet}
+                  "step_folder": step, "imnet_hdf5": imnet, "catalogue": catalogue}
 
 
 def check_source(source: Any) -> str:
@@ -71,6 +71,8 @@ def list_objects(source: dict[str, Any], manifest_dir: Path) -> list[ObjectSpec]
         return shapenet.list_shapenet(source, manifest_dir, version=int(kind[-1]))
     if kind == "step_folder":
         return step.list_step_folder(source, manifest_dir)
+    if kind == "catalogue":
+        return catalogue.list_catalogue(source)
     return imnet.list_imnet(source, manifest_dir)
 
 
@@ -92,6 +94,9 @@ def hash_source(h, source: str) -> None:
     if imnet.parse_row_source(source) is not None:
         imnet.hash_row(h, source)
         return
+    if catalogue.is_catalogue_source(source):
+        catalogue.hash_catalogue_source(h, source)
+        return
     _hash_file(h, source)
     for uri, path in referenced_files(source):
         h.update(json.dumps(["uri", uri]).encode())
@@ -108,13 +113,16 @@ def _hash_file(h, path: str | Path) -> None:
 
 
 def load_source_mesh(source: str, extras: str, max_triangles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """vertices (V, 3) float64 in the file's units, faces (F, 3) int64: a mesh file, a CAD file tessellated
-    at the source's stated tolerance, or the voxel surface of one model of an IM-NET file (`<file>.hdf5#<row>`).
+    """vertices (V, 3) float64 in the file's units, faces (F, 3) int64: a mesh file, a CAD file or a catalogue
+    part (built from its parameters) tessellated at the source's stated tolerance, or the voxel surface of one
+    model of an IM-NET file (`<file>.hdf5#<row>`).
     A mesh of more than `max_triangles` triangles (default: pipeline.stages.load.DEFAULT_MAX_TRIANGLES) is refused,
     from its header where the format has one."""
     limit = DEFAULT_MAX_TRIANGLES if max_triangles is None else max_triangles
     if imnet.parse_row_source(source) is not None:
         vertices, faces = imnet.load_imnet_mesh(source)
+    elif catalogue.is_catalogue_source(source):
+        vertices, faces = catalogue.load_catalogue_part(source, extras)
     elif (tessellation := decode_extras(extras).get("tessellation")) is not None:
         vertices, faces = step.load_cad(source, **tessellation)
     else:
