@@ -173,7 +173,8 @@ def write_figures(runs: tuple[Run, ...], data: Path, out: Path, stage: str) -> N
             with (out / "runs" / run.slug / "metrics.csv").open() as f:
                 curves[f"{run.name} {run.minutes:g}m"] = list(csv.DictReader(f))
     curves_figure(curves, out / f"{stage}-curves.png")
-    evals = {f"{run.name} {run.minutes:g}m": (out / "evals" / run.slug, data) for run in runs}
+    first_seed = min(run.seed for run in runs)  # one seed pictured
+    evals = {f"{run.name} {run.minutes:g}m": (out / "evals" / run.slug, data) for run in runs if run.seed == first_seed}
     stage_pictures(evals, out / f"{stage}-views")
 
 

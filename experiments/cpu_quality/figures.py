@@ -64,16 +64,19 @@ def stage_pictures(runs: Mapping[str, tuple[Path, Path]], out: Path, objects: Se
     """OUT/views-<object>-<store>.png for each pictured object: runs = {label: (eval folder, store)}, those whose
     eval has finished drawn side by side, one picture per store: the stored cameras differ between stores
     preprocessed with other params (a store of more uniform points drew its views after them), and each run is
-    shown from the views of its own store, its input first."""
+    shown from the views of its own store, its input first. A store that holds none of `objects` has its test
+    parts pictured."""
     by_store: dict[Path, dict[str, Path]] = {}
     for label, (folder, store) in runs.items():
         if (folder / "eval.json").is_file():
             by_store.setdefault(store, {})[label] = folder
     written = []
     for store, evals in by_store.items():
-        held = set(open_store(store).object_ids)
-        written += [views_figure(store, evals, o, out / f"views-{o}-{store.name}.png", scale=scale)
-                    for o in objects if o in held]
+        opened = open_store(store)
+        held = [o for o in objects if o in set(opened.object_ids)]
+        if not held:  # another dataset (the demo's): its test parts
+            held = [o for o in opened.object_ids if opened.info(o)["split"] == "test"][:len(objects)]
+        written += [views_figure(store, evals, o, out / f"views-{o}-{store.name}.png", scale=scale) for o in held]
     return written
 
 
