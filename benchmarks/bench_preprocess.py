@@ -44,9 +44,9 @@ def plain_loop(objects: list[tuple[str, str, str, str]], out: Path) -> tuple[int
     defaults (libigl and open3d use every core they find). Same work per object as `aps preprocess`: trimesh
     load, unit-cube normalisation, 9872 jittered surface + 128 uniform points, libigl's exact distances and
     winding number, 24 open3d ray-cast views of 137 px, 100k surface + 100k uniform reference points with
-    inside flags for test objects, one np.savez_compressed file. A catalogue part is built and tessellated with
-    the library calls preprocess makes (there is no plainer way to generate it). Returns (objects done, wall s,
-    CPU s)."""
+    inside flags for test objects, one np.savez_compressed file. A catalogue part is built by the library call
+    preprocess makes and tessellated with build123d's `tessellate` at its defaults (which meshes on every core).
+    Returns (objects done, wall s, CPU s)."""
     import igl
     import open3d as o3d
     import trimesh
@@ -55,12 +55,12 @@ def plain_loop(objects: list[tuple[str, str, str, str]], out: Path) -> tuple[int
     rng = np.random.default_rng(0)
     start, cpu = time.perf_counter(), time.process_time()
     done = 0
-    from pipeline.sources.catalogue import is_catalogue_source, load_catalogue_part
+    from pipeline.sources.catalogue import is_catalogue_source
 
     for object_id, path, extras, split in objects:
         try:
             if is_catalogue_source(path):
-                v, f = load_catalogue_part(path, extras)
+                v, f = plain_catalogue_part(extras)
             else:
                 mesh = trimesh.load(path, force="mesh", process=False)
                 v = np.asarray(mesh.vertices, np.float64)
@@ -127,6 +127,23 @@ def every_kth(manifest: Manifest, k: int) -> Manifest:
     fields["split"] = {"method": "lists", **{name: [spec.object_id for spec, split in kept if split == name]
                                              for name in ("val", "test")}}
     return SubsetManifest(**fields, keep=frozenset(spec.object_id for spec, _ in kept))
+
+
+def plain_catalogue_part(extras: str) -> tuple[np.ndarray, np.ndarray]:
+    """A catalogue part as a plain script makes it: the library builds it, build123d tessellates it at 1/1000 of
+    its longest side, trimesh welds the faces."""
+    import json
+
+    import trimesh
+
+    from pipeline.sources.catalogue import build_part
+
+    call = json.loads(extras)["catalogue"]
+    part = build_part(call["class"], call["args"])
+    size = part.bounding_box().size
+    points, triangles = part.tessellate(1e-3 * max(size.X, size.Y, size.Z), np.radians(12.0))
+    mesh = trimesh.Trimesh(np.array([tuple(p) for p in points]), np.array(triangles))  # process=True welds
+    return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
 
 
 def _look_at(eye: np.ndarray) -> np.ndarray:

@@ -10,9 +10,9 @@ processes it (load_catalogue_part), so generation is part of the parallel ETL.
 Tessellation as for the STEP source (pipeline.sources.step): `tolerance` is OpenCASCADE's linear deflection as a
 fraction of the part's longest bounding-box side (default 0.001, a quarter of a voxel of 256^3), `angular_deg` its
 angular deflection. Vertices come back in metres (the library models in millimetres). A part whose triangles do
-not close (an edge with one triangle) fails with that reason: inside/outside would be undefined. Parts of several
-solids (a bearing's rings and balls, a threaded screw's core and thread) are closed shells that may touch or
-overlap, which the winding-number inside test (pipeline.stages.distances.inside) handles.
+not close (an edge used a -> b more often than b -> a) fails with that reason: inside/outside would be undefined.
+Parts of several solids (a bearing's rings and balls, a threaded screw's core and thread) are closed shells that
+may touch or overlap, which the winding-number inside test (pipeline.stages.distances.inside) handles.
 
 The store records source and extras, and evaluation rebuilds the ground truth from them: both are read back from a
 file, so a class is looked up by name in this module's table (never imported or evaluated from the text) and its
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from common.threads import library_threads
 from pipeline.sources.keys import FLAG, TEXT, TEXTS, Key, needed, number_in
 from pipeline.sources.spec import ObjectSpec, SourceError, decode_extras, encode_extras, make_object_id
 from pipeline.stages.load import MeshError, check_mesh
@@ -325,7 +326,14 @@ def tessellate(part, tolerance: float, angular_deg: float, name: str) -> tuple[n
     longest = max(size.X, size.Y, size.Z)
     if not longest > 0:
         raise MeshError(f"{name}: the part is empty")
-    points, triangles = part.tessellate(tolerance * longest, math.radians(angular_deg))
+    from OCP.BRepMesh import BRepMesh_IncrementalMesh
+
+    # meshed here on this thread (OpenCASCADE's own call; build123d's would mesh the faces on a thread pool of
+    # every core, and a preprocess worker is one core of many: two workers would each spread over both cores);
+    # tessellate() below then finds the triangulation made and only reads it
+    linear, angular = tolerance * longest, math.radians(angular_deg)
+    BRepMesh_IncrementalMesh(part.wrapped, linear, False, angular, False)
+    points, triangles = part.tessellate(linear, angular)
     vertices = np.array([(p.X, p.Y, p.Z) for p in points], np.float64)
     faces = np.array(triangles, np.int64).reshape(-1, 3)
     if not len(faces):
@@ -341,21 +349,48 @@ def tessellate(part, tolerance: float, angular_deg: float, name: str) -> tuple[n
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
     open_edges = _open_edges(faces)
     if open_edges:
-        raise MeshError(f"{name}: its tessellation is not closed ({open_edges} edges with one triangle), so "
-                        "inside/outside is undefined")
+        raise MeshError(f"{name}: its tessellation is not closed ({open_edges} edges without their opposite "
+                        "triangle), so inside/outside is undefined")
     return check_mesh(unique / 1000.0, faces, name)
 
 
 def _open_edges(faces: np.ndarray) -> int:
-    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
-    return int((counts == 1).sum())
+    """Edges whose triangles do not close: each use a -> b must be matched by a use b -> a (two solids may share an
+    edge, a threaded screw's thread meets its core along one: four triangles, still closed), else the winding
+    number is not an integer around it and inside/outside is undefined."""
+    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    forward = directed[:, 0] < directed[:, 1]
+    keys = np.sort(directed, axis=1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    balance = np.zeros(len(unique), np.int64)
+    np.add.at(balance, inverse.reshape(-1), np.where(forward, 1, -1))
+    return int((balance != 0).sum())
+
+
+_pool_sized = False
+
+
+def _size_occt_pool() -> None:
+    """OpenCASCADE's thread pool (build123d runs its booleans in parallel) at APS_LIBRARY_THREADS threads where this
+    process was given a number, as a preprocess worker is (1: one core each, like open3d and libigl); the pool
+    takes its size when it is first made, so before the first part. Measured on 6 parts: 3% less CPU, and a
+    1-worker run keeps to one core."""
+    global _pool_sized
+    if _pool_sized:
+        return
+    _pool_sized = True
+    threads = library_threads()
+    if threads > 0:
+        from OCP.OSD import OSD_ThreadPool
+
+        OSD_ThreadPool.DefaultPool_s(threads)
 
 
 def load_catalogue_part(source: str, extras: str) -> tuple[np.ndarray, np.ndarray]:
     """Build and tessellate the part an ObjectSpec (or a store's record of one) names; MeshError with the
     library's own reason when it cannot be built."""
     _require_library(source)
+    _size_occt_pool()
     spec = decode_extras(extras)
     call, tess = spec.get("catalogue"), spec.get("tessellation") or {}
     if not isinstance(call, dict) or not isinstance(tess, dict):

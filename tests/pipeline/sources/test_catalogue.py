@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import collections
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from pipeline.sources.catalogue import build_part, list_catalogue, load_catalogu
 from pipeline.stages.load import MeshError
 
 pytest.importorskip("bd_warehouse")
+ROOT = Path(__file__).resolve().parents[3]
 
 MANIFEST = """
 name = "cad-test"
@@ -162,6 +167,13 @@ def test_catalogue_parts_through_preprocess_one_failing_alone(tmp_path):
     again = run_preprocess(m, tmp_path / "store", scheduler="serial")
     assert again.done == 0 and again.skipped == 3 and len(again.failed) == 1
 
+    # the datasheet of the first run: counts per category and split, the failure by its reason, costs by step
+    sheet = subprocess.run([sys.executable, str(ROOT / "scripts" / "datasheet.py"), str(tmp_path / "store"),
+                            "--run", summary.run_id], capture_output=True, text=True, check=True).stdout
+    assert "| bearing | 0 | 0 | 1 | 1 |" in sheet and "| **all** | **2** | **0** | **1** | **3** |" in sheet
+    assert "| flange | 1 | MeshError: WeldNeckFlange: bd_warehouse cannot build it" in sheet
+    assert re.search(r"\| category \| objects \| generate \|", sheet)  # generation is the costliest step
+
     # the multi-solid part's stored inside flags against OpenCASCADE's own classifier of the exact solids
     from build123d import Vector
 
@@ -177,3 +189,23 @@ def test_catalogue_parts_through_preprocess_one_failing_alone(tmp_path):
     stored = np.asarray(arrays["inside"])[pick]
     assert occ.any() and (~occ).any()
     assert (occ == stored).mean() >= 0.997
+
+
+def test_a_threaded_screw_is_several_closed_solids():
+    """threads = true models the thread: separate solids overlapping the core, each closed, ~10x the triangles."""
+    source = {"type": "catalogue", "family": "screw", "classes": ["HexHeadScrew"], "standards": ["iso4017"],
+              "sizes": ["M6-1"]}
+    plain, = list_catalogue(source)
+    threaded, = list_catalogue({**source, "threads": True})
+    assert threaded.object_id == plain.object_id + "-threaded" and "simple=False" in threaded.source
+    v, f = load_catalogue_part(threaded.source, threaded.extras)
+    v0, f0 = load_catalogue_part(plain.source, plain.extras)
+    assert len(f) > 5 * len(f0)
+    assert not trimesh.Trimesh(v, f, process=False).is_watertight  # thread meets core: edges of four triangles
+    # closed all the same: the exact winding number is an integer everywhere off the surface (1 in the core)
+    import igl
+
+    center = v.mean(axis=0)
+    probes = center + np.random.default_rng(0).uniform(-1, 1, (200, 3)) * np.ptp(v, axis=0)
+    w = igl.winding_number(v, f, probes)
+    assert np.abs(w - np.round(w)).max() < 1e-6 and (np.round(w) != 0).any()
