@@ -151,7 +151,8 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
     K_all, Rt_all = store.read(object_id, "K"), store.read(object_id, "Rt")
     views = _silhouette_views(len(K_all), config.silhouette_views)
     # the object's views are stored together: one read decodes them once (a read per view decoded them 8 times)
-    ref_masks = store.read(object_id, "images")[views, ..., 3] > 0
+    images_all = store.read(object_id, "images")
+    ref_masks = images_all[views, ..., 3] > 0
     height, width = ref_masks.shape[1:]
     pred_masks = silhouettes(vertices, faces, K_all[views], Rt_all[views], height, width)
     row["silhouette_iou"] = metrics.silhouette_iou(pred_masks, ref_masks)
@@ -171,9 +172,10 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
 
     picture = None
     if config.pictures:
-        view = read_view(store, object_id, config.view)
+        shown = picture_views(Rt_all, config.view, PICTURE_VIEWS)
         path = object_file(out_dir / "pictures", object_id, ".png")
-        save_png(_picture(view, prediction, ref, info, config.picture_scale), path)
+        save_png(_picture(object_id, images_all, K_all, Rt_all, shown, prediction, ref, info, config.picture_scale),
+                 path)
         picture = path.relative_to(out_dir).as_posix()
         files.append(picture)
         clock.lap("pictures")
@@ -186,22 +188,44 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
     return ObjectResult(object_id, row, picture, files, timings, content_hash=info.get("content_hash", ""))
 
 
-def _picture(view: InputView, prediction: Prediction, ref: dict, info: dict, scale: int) -> np.ndarray:
-    """Strip: input image | prediction | ground truth, both rendered from the input camera."""
-    h, w = view.image.shape[:2]
-    K = scale_intrinsics(view.K, scale)
-    pred = render_mesh(prediction.vertices, prediction.faces, K, view.Rt, h * scale, w * scale, PRED_COLOR)
+PICTURE_VIEWS = 4
+"""stored views in each object's picture: the input and three spread around the object, where a single-view
+prediction shows what it lost (thickness, depth, the far side)"""
+
+
+def picture_views(Rt: np.ndarray, input_view: int, count: int = PICTURE_VIEWS) -> list[int]:
+    """The input view, then views chosen one by one as far (in angle about the object's centre) from every view
+    already chosen as the stored cameras allow: Rt (V, 3, 4) world -> camera."""
+    R, t = np.asarray(Rt, np.float64)[:, :, :3], np.asarray(Rt, np.float64)[:, :, 3]
+    centres = -np.einsum("vji,vj->vi", R, t)  # camera centres in the normalised frame: -R^T t
+    directions = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    chosen = [input_view]
+    while len(chosen) < min(count, len(Rt)):
+        closest = (directions @ directions[chosen].T).max(axis=1)  # cosine to the nearest chosen view
+        closest[chosen] = np.inf
+        chosen.append(int(np.argmin(closest)))
+    return chosen
+
+
+def _picture(object_id: str, images: np.ndarray, K: np.ndarray, Rt: np.ndarray, shown: list[int],
+             prediction: Prediction, ref: dict, info: dict, scale: int) -> np.ndarray:
+    """One row per view in `shown` (the input first): the stored image | the prediction | the ground truth, both
+    meshes rendered alike from that view's camera."""
+    h, w = images.shape[1:3]
     gt_mesh = load_source_mesh(info, float(ref["scale"]), ref["center"])
-    if gt_mesh is not None:
-        gt = render_mesh(*gt_mesh, K, view.Rt, h * scale, w * scale, GT_COLOR)
-        gt_label = "ground truth"
-    else:
-        gt = render_points(ref["ref_surface_points"], K, view.Rt, h * scale, w * scale,
-                           ref["ref_surface_normals"])
-        gt_label = "ground truth (points: source mesh missing)"
+    gt_label = "ground truth" if gt_mesh is not None else "ground truth (points: source mesh missing)"
     pred_label = "prediction" if prediction.status == "ok" else "prediction (no surface)"
-    return compose_strip([view.image, pred, gt], [f"input view ({view.object_id})", pred_label, gt_label],
-                         tile=h * scale)
+    rows = []
+    for v in shown:
+        Kv, Rtv = scale_intrinsics(K[v], scale), Rt[v]
+        pred = render_mesh(prediction.vertices, prediction.faces, Kv, Rtv, h * scale, w * scale, PRED_COLOR)
+        if gt_mesh is not None:
+            gt = render_mesh(*gt_mesh, Kv, Rtv, h * scale, w * scale, GT_COLOR)
+        else:
+            gt = render_points(ref["ref_surface_points"], Kv, Rtv, h * scale, w * scale, ref["ref_surface_normals"])
+        name = f"INPUT view {v} ({object_id})" if v == shown[0] else f"view {v}"
+        rows.append(compose_strip([images[v], pred, gt], [name, pred_label, gt_label], tile=h * scale))
+    return np.concatenate(rows)
 
 
 # ---- one object as a task: errors become a scored row (docs/METRICS.md, "Failures"), never an exception ----

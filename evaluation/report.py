@@ -160,9 +160,24 @@ def load_runs(paths: Sequence[str | os.PathLike]) -> list[tuple[str, list[dict[s
     return [(name, read_metrics_csv(path)) for name, path in zip(names, resolved, strict=True)]
 
 
+OBJECT_TABLE_METRICS = ("iou", "chamfer_l1", "ecd", "normal_consistency", "fscore", "fscore_2pct", "silhouette_iou")
+
+
+def object_table(rows: Sequence[Mapping[str, object]], pictures: Mapping[str, str]) -> list[list[str]]:
+    """One row per object: id (linked to its picture), category, every metric, seconds, status."""
+    table = [["object", "category", *(label(m) for m in OBJECT_TABLE_METRICS), "seconds", "status"]]
+    for row in rows:
+        oid = str(row["object_id"])
+        name = f"[{oid}]({pictures[oid]})" if oid in pictures else oid
+        table.append([name, str(row.get("category", "")), *(_format(row.get(m, "")) for m in OBJECT_TABLE_METRICS),
+                      _format(row.get("seconds", "")), str(row.get("status", "ok"))])
+    return table
+
+
 def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, object]],
                  settings: Mapping[str, object], pictures: Mapping[str, str]) -> Path:
-    """DIR/report.md: settings, Table 1, failures, the DR-KFS note and one picture strip per object."""
+    """DIR/report.md: settings, Table 1, failures, the DR-KFS note, the per-object table (each id linked to its
+    picture) and one picture per object (four views)."""
     out_dir = Path(out_dir)
     lines = ["# Evaluation report", ""]
     lines += [f"- {k}: `{v}`" for k, v in settings.items()]
@@ -179,8 +194,11 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, object]
                   ""]
         lines += [f"- `{r['object_id']}` ({r['category']}): {r.get('status')}" for r in failed]
         lines.append("")
-    lines += ["## Pictures", "", "Each strip: the input view, the prediction and the ground truth rendered "
-              "from the input camera.", ""]
+    lines += ["## Per object", "", markdown(object_table(rows, pictures)), ""]
+    lines += ["## Pictures", "", "Each picture: one row per view, the input view first (marked INPUT) and three "
+              "stored views spread around the object, each with the prediction and the ground truth rendered "
+              "alike from that view's camera: what the input view hides (thickness, depth, the far side) shows "
+              "in the other rows.", ""]
     for row in rows:
         oid = str(row["object_id"])
         if oid in pictures:

@@ -81,11 +81,15 @@ def test_pictures_and_report(true_run):
     _, out, rows = true_run
     oid = rows[0]["object_id"]
     picture = np.asarray(Image.open(out / "pictures" / f"{oid}.png"))
-    assert picture.shape[1] == 3 * (picture.shape[0] - 18)  # three square tiles under a caption
-    tiles = np.split(picture[18:], 3, axis=1)
-    assert all((t < 250).any() for t in tiles)  # input, prediction and ground truth all show something
+    tile = picture.shape[1] // 3
+    assert picture.shape[0] == 4 * (tile + 18)  # four views, each three square tiles under a caption
+    for row in np.split(picture, 4, axis=0):  # every view: its image, the prediction and the ground truth show
+        assert all((t < 250).any() for t in np.split(row[18:], 3, axis=1))
+    rows_differ = [not np.array_equal(a, b) for a, b in zip(np.split(picture, 4)[:-1], np.split(picture, 4)[1:])]
+    assert all(rows_differ)  # four different cameras, not one view four times
     report = (out / "report.md").read_text()
     assert f"](pictures/{oid}.png)" in report and "DR-KFS" in report
+    assert f"| [{oid}](pictures/{oid}.png) | {rows[0]['category']} |" in report  # the per-object table links it
     assert "| metric |" in (out / "table1.md").read_text() and (out / "table1.csv").is_file()
 
 
@@ -184,3 +188,17 @@ def test_ground_truth_is_reloaded_with_the_loader_and_extras_preprocess_used(tmp
     assert np.array_equal(f, pf) and np.allclose(v, (pv - o["center"]) / o["scale"], atol=1e-6)
     near = o["points"][: 2000]
     assert np.allclose(udf(v, f, near.astype(np.float64)), o["udf"][:2000], atol=2e-4)
+
+
+def test_picture_views_spread_around_the_object():
+    """The input view first, then the views farthest from those chosen: opposite, then the two sides."""
+    from evaluation.object_eval import picture_views
+    from pipeline.cameras import look_at_origin
+
+    azimuths = np.radians(np.arange(0, 360, 15))
+    eyes = np.stack([2 * np.cos(azimuths), 2 * np.sin(azimuths), np.full_like(azimuths, 0.8)], axis=1)
+    Rt = np.stack([look_at_origin(eye, np.array([0.0, 0.0, 1.0])) for eye in eyes])
+    chosen = picture_views(Rt, input_view=2)
+    assert chosen[0] == 2 and len(set(chosen)) == 4
+    got = sorted(round(float(np.degrees(azimuths[i])) - 30) % 360 for i in chosen)
+    assert got == [0, 90, 180, 270]
