@@ -62,26 +62,43 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     atomic_write_text(out / "metrics.csv", metrics_text(history))
 
 
+def curve_panels(history: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """What curves.png draws, panel title -> line label -> values by epoch: the loss, the validation scores
+    (F1 and IoU of D(p) > 0.5; the IoU is the test metric's kind) beside the training F1, and s."""
+    def series(key: str) -> list[float]:
+        return [math.nan if r.get(key) is None else float(r[key]) for r in history]
+
+    return {"training loss (BCE)": {"loss": series("loss")},
+            "F1 and IoU of D(p) > 0.5": {"train F1": series("train_f1"), "val F1": series("val_f1"),
+                                          "val IoU": series("val_iou")},
+            "s (label softness)": {"s": series("s")}}
+
+
 def _plot(out: Path, history: list[dict]) -> None:
-    """RUN/curves.png: loss, F1 (train and val) and s against the epoch."""
+    """RUN/curves.png: curve_panels against the epoch."""
     import matplotlib  # here, not at the top: a second of start-up that only rank 0's writes need
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].plot(epochs, [r["loss"] for r in history], marker="o")
-    axes[0].set_title("training loss (BCE)")
-    axes[1].plot(epochs, [r["train_f1"] for r in history], marker="o", label="train")
-    axes[1].plot(epochs, [r["val_f1"] for r in history], marker="o", label="val")
-    axes[1].set_title("F1 of D(p) > 0.5 vs inside")
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
-    axes[2].step(epochs, [math.nan if r["s"] is None else r["s"] for r in history], where="post", marker="o")
-    axes[2].set_title("s (label softness)")
-    axes[2].set_ylim(0, 1)
-    for ax in axes:
+    panels = curve_panels(history)
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.4))
+    for ax, (title, lines) in zip(axes, panels.items(), strict=True):
+        for name, values in lines.items():
+            if name == "s" and all(math.isnan(v) for v in values):
+                ax.text(0.5, 0.5, "binary labels: no s", ha="center", va="center", transform=ax.transAxes)
+            elif name == "s":
+                ax.step(epochs, values, where="post", marker="o")
+            else:
+                ax.plot(epochs, values, marker="o", label=name)
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.set_title(title)
+        if title != "training loss (BCE)":
+            ax.set_ylim(0, 1)
+        if len(lines) > 1:
+            ax.legend()
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()

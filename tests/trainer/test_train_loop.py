@@ -56,6 +56,13 @@ def test_run_folder_contents(analytic_store, tmp_path):
     assert all(float(r["s"]) == 0.5 for r in rows)
     assert summary.best_val_f1 == max(float(r["val_f1"]) for r in rows)
     assert not list(out.glob(".*.tmp")), "a temporary checkpoint was left behind"
+    # curves.png draws the validation IoU (the test metric's kind) beside F1, from the same history
+    from trainer.writer import curve_panels
+
+    history = [{k: (None if v == "" else float(v)) for k, v in r.items()} for r in rows]
+    scores = curve_panels(history)["F1 and IoU of D(p) > 0.5"]
+    assert scores["val IoU"] == [float(r["val_iou"]) for r in rows] and set(scores) == {"train F1", "val F1",
+                                                                                         "val IoU"}
 
 
 def test_refusals(analytic_store, tmp_path):
