@@ -25,7 +25,7 @@ from trainer.checkpoint import (
     load_state,
     save_state,
 )
-from trainer.config import TrainConfig, describe, to_dict
+from trainer.config import BOUNDS_EPOCHS_MAX, TrainConfig, describe, to_dict
 from trainer.labels import SChange
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ def metrics_text(history: list[dict]) -> str:
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
     atomic_write_text(out / "metrics.csv", metrics_text(history))
+
+
+def epoch_progress(epoch: int, epochs: int, budget_s: float | None, elapsed_s: float | None) -> str:
+    """How far a run is, for its log line: `12/50`, with `(3.1 of 6 min)` when it stops at a time budget; a
+    budgeted preset's epoch bound (BOUNDS_EPOCHS_MAX) is only a cap and is not shown."""
+    text = f"{epoch}" if epochs >= BOUNDS_EPOCHS_MAX else f"{epoch}/{epochs}"
+    if budget_s:
+        text += f" ({float(elapsed_s or 0.0) / 60:.1f} of {budget_s / 60:g} min)"
+    return text
 
 
 def curve_panels(history: list[dict]) -> dict[str, dict[str, list[float]]]:
@@ -112,6 +121,7 @@ class RunWriter:
     def __init__(self, cfg: TrainConfig, out: Path):
         self.out = out
         self.epochs = cfg.optim.epochs
+        self.budget_s = cfg.optim.time_budget_s
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
         log.debug("config:\n%s", describe(cfg))
@@ -124,8 +134,9 @@ class RunWriter:
         """The epoch's log lines, then last.ckpt (best.ckpt when F1 improved), metrics.csv, curves.png and the
         TensorBoard scalars. A full disk raises DiskFullError saying how to go on."""
         row, s_used = record.row, record.row["s"]
-        log.info("epoch %d/%d: loss %.4f, train F1 %.4f, val F1 %.4f (P %.3f R %.3f IoU %.3f), s %s, "
-                 "%.0f samples/s", row["epoch"], self.epochs, row["loss"], row["train_f1"], row["val_f1"],
+        log.info("epoch %s: loss %.4f, train F1 %.4f, val F1 %.4f (P %.3f R %.3f IoU %.3f), s %s, "
+                 "%.0f samples/s", epoch_progress(row["epoch"], self.epochs, self.budget_s, row.get("elapsed_s")),
+                 row["loss"], row["train_f1"], row["val_f1"],
                  row["val_precision"], row["val_recall"], row["val_iou"],
                  "binary" if s_used is None else f"{s_used:.4f}", row["samples_per_s"])
         if record.change is not None:

@@ -131,3 +131,12 @@ def test_a_gain_run_measures_the_trivial_answer_on_its_validation_points(analyti
     assert 0.0 < f1_0 < 1.0 and not math.isnan(f1_0)
     rows = _rows(tmp_path / "run")
     assert float(rows[0]["s"]) == pytest.approx(0.95)
+
+
+def test_a_budgeted_runs_log_line_says_minutes_not_a_million_epochs():
+    from trainer.config import BOUNDS_EPOCHS_MAX
+    from trainer.writer import epoch_progress
+
+    assert epoch_progress(12, BOUNDS_EPOCHS_MAX, 360.0, 186.0) == "12 (3.1 of 6 min)"
+    assert epoch_progress(12, 50, None, 186.0) == "12/50"
+    assert epoch_progress(12, 50, 3600.0, 186.0) == "12/50 (3.1 of 60 min)"
