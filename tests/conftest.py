@@ -22,6 +22,25 @@ REAL_MESHES = {
 }
 
 
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """A factory of fresh folders for module-scoped fixtures, deleted when the module's tests end.
+
+    A trained run folder is ~130 MB (two ResNet-18 checkpoints); kept until the session ends, as
+    `tmp_path_factory.mktemp` keeps them, the suite would hold ~11 GB of them on a CI disk.
+    """
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        path = tmp_path_factory.mktemp(name)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def robosuite_meshes() -> dict[str, list[Path]]:
     """category -> real mesh paths, fetched from PyPI once and cached (pipeline.sources.pypi_wheel)."""

@@ -35,22 +35,22 @@ def eval_store(tmp_path_factory, robosuite_meshes) -> Path:
     return store
 
 
-def preprocessed_sphere(tmp_path_factory, subdivisions: int, n_reference: int) -> tuple[Path, Path]:
+def preprocessed_sphere(mktemp, subdivisions: int, n_reference: int) -> tuple[Path, Path]:
     """(store, mesh file) of one test object `ball-sphere`: an icosphere of radius 3 (normalised to radius ~0.5 in
-    the unit cube) with 2 views of 64 px, preprocessed serially; a shape whose metrics are known by formula."""
+    the unit cube) with 2 views of 64 px, preprocessed serially into folders from `mktemp(name)`; a shape whose metrics are known by formula."""
     import trimesh
 
     from pipeline.manifest import folder_manifest
     from pipeline.runner import run_preprocess
 
-    root = tmp_path_factory.mktemp("sphere_meshes")
+    root = mktemp("sphere_meshes")
     (root / "ball").mkdir()
     mesh_file = root / "ball" / "sphere.stl"
     trimesh.creation.icosphere(subdivisions=subdivisions, radius=3.0).export(mesh_file)
     manifest = folder_manifest(root)
     manifest.split = {"method": "lists", "test": ["ball-sphere"]}
     manifest.params = {"views": {"n_views": 2, "image_size": 64}, "n_reference": n_reference}
-    path = tmp_path_factory.mktemp("sphere_store") / "store"
+    path = mktemp("sphere_store") / "store"
     assert run_preprocess(manifest, path, scheduler="serial").done == 1
     return path, mesh_file
 

@@ -32,10 +32,10 @@ def digests(folder) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def outputs(eval_store, tmp_path_factory):
+def outputs(eval_store, module_tmp):
     """A training run folder left by `aps train`, an eval report of it by `aps eval`, and a folder of
     `aps reconstruct` outputs: {"train": RUN, "eval": EVAL, "reconstruct": RECON}."""
-    root = tmp_path_factory.mktemp("outputs")
+    root = module_tmp("outputs")
     run = root / "run"
     done = subprocess.run([*APS, "train", "--data", str(eval_store), "--out", str(run), "--preset", "cpu-test",
                            "--epochs", "1", "--quiet"], capture_output=True, text=True, timeout=600)

@@ -27,8 +27,8 @@ def untrained_checkpoint(path, seed: int):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
+def checkpoints(module_tmp):
+    root = module_tmp("ckpt")
     return untrained_checkpoint(root / "a.ckpt", 0), untrained_checkpoint(root / "b.ckpt", 1)
 
 

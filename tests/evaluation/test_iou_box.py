@@ -21,9 +21,9 @@ N_REFERENCE = 100_000  # OccNet's count: the Monte-Carlo noise of an IoU is ~0.0
 
 
 @pytest.fixture(scope="module")
-def sphere_store(tmp_path_factory):
+def sphere_store(module_tmp):
     """A store holding one test object: an icosphere (20,480 faces) normalised to the unit cube, radius ~0.5."""
-    path, mesh_file = preprocessed_sphere(tmp_path_factory, subdivisions=5, n_reference=N_REFERENCE)
+    path, mesh_file = preprocessed_sphere(module_tmp, subdivisions=5, n_reference=N_REFERENCE)
     store = open_store(path)
     o = store.load("ball-sphere", ["ref_uniform_points", "scale", "center"])
     mesh = trimesh.load(mesh_file)

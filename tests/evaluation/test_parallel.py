@@ -67,8 +67,8 @@ def without_times(rows) -> str:
 
 
 @pytest.fixture(scope="module")
-def serial_run(eval_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serial")
+def serial_run(eval_store, module_tmp):
+    out = module_tmp("serial")
     marks = out / "marks"
     marks.mkdir()
     rows = evaluate_store(open_store(eval_store), TrueField(eval_store, marks), out / "eval", EvalConfig(**SMALL),

@@ -39,9 +39,9 @@ def true_field(store):
 
 
 @pytest.fixture(scope="module")
-def true_run(eval_store, tmp_path_factory):
+def true_run(eval_store, module_tmp):
     store = open_store(eval_store)
-    out = tmp_path_factory.mktemp("eval") / "truth"
+    out = module_tmp("eval") / "truth"
     config = EvalConfig(resolution=64, coarse=16, formats=("ply", "obj"), original_units=True, n_samples=20_000,
                         silhouette_views=4)
     rows = evaluate_store(store, true_field(store), out, config, progress=False)

@@ -20,10 +20,10 @@ APS = [sys.executable, "-c", "from aps.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(eval_store, tmp_path_factory) -> Path:
+def checkpoint(eval_store, module_tmp) -> Path:
     """A one-epoch cpu-test run on the eval store: a checkpoint `aps eval` loads (what it learned is not the
     point here)."""
-    out = tmp_path_factory.mktemp("ids_ckpt") / "run"
+    out = module_tmp("ids_ckpt") / "run"
     run_training(override(preset("cpu-test"), ["optim.epochs=1", "data.batch_size=2"]), eval_store, out,
                  progress=False)
     return out / "last.ckpt"

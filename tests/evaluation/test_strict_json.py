@@ -27,9 +27,9 @@ def strict(path) -> object:
 
 
 @pytest.fixture(scope="module")
-def sphere_store(tmp_path_factory):
+def sphere_store(module_tmp):
     """One test object, an icosphere: a smooth reference, so its ECD is undefined."""
-    path, _ = preprocessed_sphere(tmp_path_factory, subdivisions=4, n_reference=20000)
+    path, _ = preprocessed_sphere(module_tmp, subdivisions=4, n_reference=20000)
     return open_store(path)
 
 

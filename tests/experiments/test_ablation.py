@@ -26,8 +26,8 @@ TINY = Plan(variants=("fpn+binary", "fpn+adaptive"), seeds=(0,), sweep=(0.5,), t
 
 
 @pytest.fixture(scope="module")
-def ablation(demo_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ablation")
+def ablation(demo_store, module_tmp):
+    out = module_tmp("ablation")
     summary = run_ablation(TINY, demo_store, out)
     return out, summary
 

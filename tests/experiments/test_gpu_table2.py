@@ -53,10 +53,10 @@ def test_the_blocker_makes_the_missing_packages_unimportable(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def one_call(demo_store, tmp_path_factory):
+def one_call(demo_store, module_tmp):
     """The rehearsal of one GPU call on the demo store: 2 variants side by side with far more epochs than the
     budget allows, so the time limit stops both; 1 test object scored; fpn+adaptive exported."""
-    tmp = tmp_path_factory.mktemp("gpu_table2")
+    tmp = module_tmp("gpu_table2")
     work, out = tmp / "work", tmp / "out"
     blocker = write_import_blocker(tmp / "blocker")
     command = [sys.executable, "-m", "experiments.gpu_table2", "run", "--rehearse", "--data", str(demo_store),

@@ -25,15 +25,15 @@ APS = Path(sys.executable).with_name("aps")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory, robosuite_meshes) -> Path:
+def parts(module_tmp, robosuite_meshes) -> Path:
     """3 real parts: 2 in one train shard, 1 test object with reference data."""
-    return part_folder(tmp_path_factory.mktemp("hostile_parts"), robosuite_meshes,
+    return part_folder(module_tmp("hostile_parts"), robosuite_meshes,
                        {"arm_link": slice(2), "gripper_part": slice(1, 2)})
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory, parts) -> Path:
-    return preprocessed(parts, tmp_path_factory.mktemp("hostile_pristine") / "store", 3)
+def pristine(module_tmp, parts) -> Path:
+    return preprocessed(parts, module_tmp("hostile_pristine") / "store", 3)
 
 
 @pytest.fixture

@@ -24,15 +24,15 @@ APS = Path(sys.executable).with_name("aps")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory, robosuite_meshes) -> Path:
+def parts(module_tmp, robosuite_meshes) -> Path:
     """4 real parts: 3 in one train shard, 1 test object with reference data."""
-    return part_folder(tmp_path_factory.mktemp("parts"), robosuite_meshes,
+    return part_folder(module_tmp("parts"), robosuite_meshes,
                        {"arm_link": slice(2), "gripper_part": slice(2)})
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory, parts) -> Path:
-    return preprocessed(parts, tmp_path_factory.mktemp("pristine") / "store", 4)
+def pristine(module_tmp, parts) -> Path:
+    return preprocessed(parts, module_tmp("pristine") / "store", 4)
 
 
 @pytest.fixture

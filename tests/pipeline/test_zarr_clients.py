@@ -23,15 +23,15 @@ STEPS = {"points": schema.POINT_STEP, "udf": schema.UDF_STEP}
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory, robosuite_meshes) -> Path:
+def parts(module_tmp, robosuite_meshes) -> Path:
     """3 real parts: 2 in one train shard, 1 test object with reference arrays."""
-    return part_folder(tmp_path_factory.mktemp("parts"), robosuite_meshes,
+    return part_folder(module_tmp("parts"), robosuite_meshes,
                        {"arm_link": slice(2), "gripper_part": slice(1)})
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, parts) -> Path:
-    return preprocessed(parts, tmp_path_factory.mktemp("clients") / "store", 3)
+def store(module_tmp, parts) -> Path:
+    return preprocessed(parts, module_tmp("clients") / "store", 3)
 
 
 def _members(store: Path) -> dict[str, zarr.Group | zarr.Array]:

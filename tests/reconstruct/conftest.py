@@ -35,11 +35,11 @@ def recon_run(demo_store, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(module_tmp):
     """A real checkpoint file of an untrained cpu-test network: what it predicts does not matter here."""
     torch.manual_seed(0)
     cfg = preset("cpu-test")
-    path = tmp_path_factory.mktemp("untrained") / "untrained.ckpt"
+    path = module_tmp("untrained") / "untrained.ckpt"
     save_checkpoint(path, {"config": to_dict(cfg), "model": build_model(cfg.model, load_pretrained=False)
                            .state_dict(), "epoch": 0, "best_val_f1": 0.0})
     return path

@@ -31,9 +31,9 @@ def _disc_image(mode: str, width: int, height: int) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def huge_png(tmp_path_factory):
+def huge_png(module_tmp):
     """A real 12000 x 12000 PNG (144 MP; under 1 MB on disk, 432 MB as RGB once decoded)."""
-    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    path = module_tmp("huge") / "huge.png"
     _disc_image("L", 12000, 12000).save(path, compress_level=1)
     assert path.stat().st_size < 2_000_000
     return path
@@ -96,10 +96,10 @@ def test_the_jpeg_reduction_picks_the_smallest_factor_that_fits(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(demo_store, tmp_path_factory):
+def tiny_run(demo_store, module_tmp):
     """A one-epoch cpu-test run on the demo store: a checkpoint for the CLI to load (what it learned is not
     the point here)."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
+    out = module_tmp("tiny") / "run"
     run_training(override(preset("cpu-test"), ["optim.epochs=1", "data.val_split=", "data.batch_size=2"]),
                  demo_store, out, progress=False)
     return out

@@ -20,18 +20,18 @@ APS = [sys.executable, "-c", "from aps.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
-def run(analytic_store, tmp_path_factory):
+def run(analytic_store, module_tmp):
     """A one-epoch cpu-test run on the analytic store (decoder 32 wide, FPN of 16 channels)."""
-    out = tmp_path_factory.mktemp("ckpt") / "run"
+    out = module_tmp("ckpt") / "run"
     run_training(override(preset("cpu-test"), ["optim.epochs=1", "data.repeats=2", "data.batch_size=2"]),
                  analytic_store, out, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
-def foreign_files(run, tmp_path_factory):
+def foreign_files(run, module_tmp):
     """name -> (path, what the reason must say): files people hand over as checkpoints by mistake."""
-    root = tmp_path_factory.mktemp("foreign")
+    root = module_tmp("foreign")
     real = (run / "last.ckpt").read_bytes()
     model = build_model(preset("cpu-test").model)
     files = {

@@ -43,7 +43,7 @@ def write_store(path, records: list[ObjectRecord], shard_size: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def copies_store(tmp_path_factory, demo_store):
+def copies_store(module_tmp, demo_store):
     """24 objects, 5 a shard: N_COPIES of each real part of the demo store (preprocessed by the project), under
     new ids, all in the train split."""
     source = open_store(demo_store)
@@ -57,7 +57,7 @@ def copies_store(tmp_path_factory, demo_store):
             meta = ObjectMeta(f"{oid}-{copy}", info["category"], "train", info["source"],
                               f"{info['content_hash']}-{copy}", info["extras"])
             records.append(ObjectRecord(meta, arrays))
-    path = tmp_path_factory.mktemp("copies") / "store"
+    path = module_tmp("copies") / "store"
     write_store(path, records, SHARD_SIZE)
     return path
 

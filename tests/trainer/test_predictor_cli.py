@@ -17,8 +17,8 @@ app.command()(train)
 
 
 @pytest.fixture(scope="module")
-def run_dir(analytic_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
+def run_dir(analytic_store, module_tmp):
+    out = module_tmp("cli") / "run"
     result = CliRunner().invoke(app, ["--data", str(analytic_store), "--out", str(out), "--preset", "cpu-test",
                                       "--epochs", "2", "--extractor", "fpn", "--labels", "fixed", "--s-fixed",
                                       "0.4", "--projection", "perspective", "--quiet",

@@ -189,8 +189,8 @@ def test_a_full_disk_is_named_keeps_the_last_checkpoint_and_resume_finishes(anal
 
 
 @pytest.fixture(scope="module")
-def checkpoint(analytic_store, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("hostile") / "run"
+def checkpoint(analytic_store, module_tmp) -> Path:
+    out = module_tmp("hostile") / "run"
     run_training(override(preset("cpu-test"), ["optim.epochs=1", "data.repeats=2", "data.batch_size=2"]),
                  analytic_store, out, progress=False)
     return out / "last.ckpt"

@@ -24,8 +24,8 @@ def _cfg(*assignments: str):
 
 
 @pytest.fixture(scope="module")
-def run(analytic_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("state") / "run"
+def run(analytic_store, module_tmp):
+    out = module_tmp("state") / "run"
     run_training(_cfg(), analytic_store, out, progress=False)
     return out
 

@@ -30,14 +30,14 @@ SIZE = 137
 
 
 @pytest.fixture(scope="module", params=["v1", "v2"])
-def r2n2_store(request, shapenet_copy, tmp_path_factory) -> schema.Store:
+def r2n2_store(request, shapenet_copy, module_tmp) -> schema.Store:
     source = {"type": f"shapenet_{request.param}", "renderings": str(shapenet_copy.renderings),
               "categories": ["bench", "car", "chair"]}
     if request.param == "v1":
         source["root"] = str(shapenet_copy.v1)
     else:
         source.update(root=str(shapenet_copy.v2), v1_root=str(shapenet_copy.v1))
-    out = tmp_path_factory.mktemp(f"r2n2-{request.param}")
+    out = module_tmp(f"r2n2-{request.param}")
     m = Manifest(name="r2n2", sources=[source], params={**SMALL, "reference_splits": []}, base_dir=out)
     summary = run_preprocess(m, out / "store", scheduler="serial")
     assert summary.done == 4 and not summary.failed
