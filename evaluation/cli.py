@@ -1,4 +1,4 @@
-"""`aps eval`: checkpoint + preprocessed store -> meshes, metrics.csv, tables, pictures, report.md; and
+"""`aps eval`: checkpoint + preprocessed store -> meshes, metrics.csv, tables, pictures, report.md, report.html; and
 `aps compare`: earlier eval runs side by side (`aps eval --compare` is its alias, which scripts use).
 
 The stage's modules are imported when a command runs, not here: aps/cli.py imports this module for every
@@ -34,7 +34,10 @@ def evaluate(
                                         help="Also write meshes in source units (p*scale+center)."),
     silhouette_views: int = typer.Option(8, help="Stored views compared by silhouette IoU."),
     pictures: bool = typer.Option(True, "--pictures/--no-pictures",
-                                  help="Draw input | prediction | ground truth per object (pictures/, report.md)."),
+                                  help="Draw input | prediction | ground truth per object (pictures/, report.md) "
+                                  "and put its meshes in report.html's 3D view."),
+    page_faces: int = typer.Option(3000, "--page-faces", help="Faces of each mesh in report.html (decimated for "
+                                   "the page only; ~0.1 MB per object at 3000)."),
     batch_size: int = typer.Option(None, help="Points per network query (bounds memory; default 4096 on a CPU, "
                                    "262144 on a GPU)."),
     limit: int = typer.Option(None, help="Evaluate only the first N objects of the split."),
@@ -60,7 +63,9 @@ def evaluate(
     """Reconstruct every object of a split from one view, mesh it at its level (--level), score it and draw it.
 
     Writes OUT/meshes/<object_id>.ply (normalised frame), OUT/metrics.csv (one row per object),
-    OUT/table1.md|csv (metric x category), OUT/pictures/*.png, OUT/report.md and OUT/objects/<object_id>.json
+    OUT/table1.md|csv (metric x category), OUT/pictures/*.png, OUT/report.md, OUT/report.html (one offline page:
+    the table sortable, each object's meshes in a 3D view), OUT/page/<object_id>.json (its part of the page) and
+    OUT/objects/<object_id>.json
     (each object's result as it finishes: a killed eval rerun with the same arguments skips the finished ones).
     With --compare RUN_DIR RUN_DIR ...: `aps compare` (writes OUT/compare.md|csv from earlier eval runs).
     """
@@ -90,7 +95,8 @@ def evaluate(
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
                         level=0.5 if level == "auto" else _level(level),
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
-                        silhouette_views=silhouette_views, pictures=pictures, limit=limit, objects=tuple(objects),
+                        silhouette_views=silhouette_views, pictures=pictures, page_faces=page_faces, limit=limit,
+                        objects=tuple(objects),
                         per_category=per_category, extra={"checkpoint": str(checkpoint)})
     for name, value in (("--workers", workers), ("--threads", threads)):
         if value is not None and value < 1:
@@ -116,7 +122,9 @@ def evaluate(
                           field_id=f"checkpoint sha256 {sha256} in {make_field.precision}")
     failed = [r for r in rows if str(r.get("status")).startswith("error")]
     typer.echo((out / "table1.md").read_text())
-    typer.echo(f"wrote {out / 'metrics.csv'} and {out / 'report.md'} ({len(rows)} objects)")
+    page = out / "report.html"
+    typer.echo(f"wrote {out / 'metrics.csv'}, {out / 'report.md'} and {page} ({len(rows)} objects; the page "
+               f"{page.stat().st_size / 1e6:.1f} MB, meshes at <= {config.page_faces} faces)")
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(rows)} objects failed with an error, first "
                            f"{failed[0]['object_id']}: {failed[0]['status']}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from evaluation import metrics
+from evaluation.mesh_page import PAGE_FACES, check_page_faces
 from inference.extract_mesh import DEFAULT_BATCH, check_grid
 from inference.mesh_io import check_formats
 
@@ -43,6 +44,8 @@ class EvalConfig:
     """draw a picture strip per object (input | prediction | ground truth) into pictures/ and report.md"""
     picture_scale: int = 2
     """pictures are rendered at this multiple of the stored image size"""
+    page_faces: int = PAGE_FACES
+    """faces of each mesh in report.html (decimated; metrics always use the full mesh). With pictures only"""
     limit: int | None = None
     """evaluate only the first N objects of the split (after objects and per_category)"""
     objects: tuple[str, ...] = ()
@@ -59,6 +62,7 @@ class EvalConfig:
         loaded or written (0 would divide by zero, 3000 allocate 101 GiB, in every object)."""
         check_formats(self.formats)
         check_grid(self.resolution, self.coarse)
+        check_page_faces(self.page_faces)
         at_least = {"--view": (self.view, 0), "--batch-size": (self.batch_size, 1),
                     "--silhouette-views": (self.silhouette_views, 1), "--limit": (self.limit, 1),
                     "--per-category": (self.per_category, 1), "n_samples": (self.n_samples, 1),

@@ -11,6 +11,7 @@ The predictor enters as `make_field(view) -> field`, so the same code runs on a 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,15 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write_text
 from common.errors import first_line
 from common.timing import LapTimer
 from evaluation import metrics
 from evaluation.config import EvalConfig
+from evaluation.mesh_page import GT_RGB, PRED_RGB, encode_meshes, png_data_url, view_from_camera
 from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.results import ObjectResult, ResultFolder
 from inference.extract_mesh import CountingField, Extraction, Field, extract_mesh
 from inference.mesh_io import write_mesh
-from pipeline.cameras import render_mesh, scale_intrinsics, silhouettes
+from pipeline.cameras import picture_views, render_mesh, scale_intrinsics, silhouettes
 from pipeline.schema.layout import object_file
 from pipeline.schema.read import Store
 
@@ -37,9 +40,10 @@ log = logging.getLogger(__name__)
 # predict: read (its inputs), encode (make_field: the image encoder, once per object), queries (the field at the
 # extraction's grid points), grid (the coarse-to-fine bookkeeping), marching_cubes, iou_queries (the field at
 # the reference uniform points); score: read, sampling (points on the predicted mesh), nearest (the KD-trees
-# behind Chamfer-L1, normal consistency and F-score), ecd, silhouettes, write (mesh files), pictures, record.
+# behind Chamfer-L1, normal consistency and F-score), ecd, silhouettes, write (mesh files), pictures, page (the
+# decimated meshes of report.html), record.
 STEPS = ("read", "encode", "queries", "grid", "marching_cubes", "iou_queries", "sampling", "nearest", "ecd",
-         "silhouettes", "write", "pictures", "record")
+         "silhouettes", "write", "pictures", "page", "record")
 
 
 @dataclass
@@ -172,13 +176,19 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
 
     picture = None
     if config.pictures:
+        gt_mesh = load_source_mesh(info, float(ref["scale"]), ref["center"])
         shown = picture_views(Rt_all, config.view, PICTURE_VIEWS)
         path = object_file(out_dir / "pictures", object_id, ".png")
-        save_png(_picture(object_id, images_all, K_all, Rt_all, shown, prediction, ref, info, config.picture_scale),
-                 path)
+        save_png(_picture(object_id, images_all, K_all, Rt_all, shown, prediction, ref, gt_mesh,
+                          config.picture_scale), path)
         picture = path.relative_to(out_dir).as_posix()
         files.append(picture)
         clock.lap("pictures")
+        path = object_file(out_dir / PAGE_FOLDER, object_id, ".json")
+        atomic_write_text(path, json.dumps(page_payload(images_all[config.view], Rt_all[config.view], prediction,
+                                                        gt_mesh, config), allow_nan=False))
+        files.append(path.relative_to(out_dir).as_posix())
+        clock.lap("page")
 
     row.update(n_vertices=len(vertices), n_faces=len(faces), n_queries=prediction.n_queries,
                seconds=round(prediction.seconds + clock.elapsed, 3),
@@ -193,26 +203,27 @@ PICTURE_VIEWS = 4
 prediction shows what it lost (thickness, depth, the far side)"""
 
 
-def picture_views(Rt: np.ndarray, input_view: int, count: int = PICTURE_VIEWS) -> list[int]:
-    """The input view, then views chosen one by one as far (in angle about the object's centre) from every view
-    already chosen as the stored cameras allow: Rt (V, 3, 4) world -> camera."""
-    R, t = np.asarray(Rt, np.float64)[:, :, :3], np.asarray(Rt, np.float64)[:, :, 3]
-    centres = -np.einsum("vji,vj->vi", R, t)  # camera centres in the normalised frame: -R^T t
-    directions = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-    chosen = [input_view]
-    while len(chosen) < min(count, len(Rt)):
-        closest = (directions @ directions[chosen].T).max(axis=1)  # cosine to the nearest chosen view
-        closest[chosen] = np.inf
-        chosen.append(int(np.argmin(closest)))
-    return chosen
+PAGE_FOLDER = "page"
+"""OUT/page/<object_id>.json: one object's part of report.html (evaluation.report_page), written with its picture"""
+
+
+def page_payload(image: np.ndarray, Rt: np.ndarray, prediction: Prediction,
+                 gt_mesh: tuple[np.ndarray, np.ndarray] | None, config: EvalConfig) -> dict[str, object]:
+    """The input image, the prediction and the ground truth decimated to config.page_faces faces each (the
+    normalised frame), and the input camera the page starts from (evaluation.mesh_page)."""
+    meshes = [("prediction", PRED_RGB, prediction.vertices, prediction.faces)]
+    if gt_mesh is not None:
+        meshes.append(("ground truth", GT_RGB, *gt_mesh))
+    return {"images": [[f"input view {config.view}", png_data_url(image)]],
+            "meshes": encode_meshes(meshes, config.page_faces), "view": view_from_camera(Rt)}
 
 
 def _picture(object_id: str, images: np.ndarray, K: np.ndarray, Rt: np.ndarray, shown: list[int],
-             prediction: Prediction, ref: dict, info: dict, scale: int) -> np.ndarray:
+             prediction: Prediction, ref: dict, gt_mesh: tuple[np.ndarray, np.ndarray] | None,
+             scale: int) -> np.ndarray:
     """One row per view in `shown` (the input first): the stored image | the prediction | the ground truth, both
-    meshes rendered alike from that view's camera."""
+    meshes rendered alike from that view's camera; gt_mesh None: the reference points stand in."""
     h, w = images.shape[1:3]
-    gt_mesh = load_source_mesh(info, float(ref["scale"]), ref["center"])
     gt_label = "ground truth" if gt_mesh is not None else "ground truth (points: source mesh missing)"
     pred_label = "prediction" if prediction.status == "ok" else "prediction (no surface)"
     rows = []

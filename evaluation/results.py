@@ -30,6 +30,7 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.locking import single_writer
+from evaluation.mesh_page import PAGE_FACES
 from pipeline.schema.layout import object_file
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def run_identity(config, field_id: str, store) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_DIGEST}
     if settings.get("level") == 0.5:  # the level every eval had before it was a setting: those folders resume
         del settings["level"]
+    if settings.get("page_faces") == PAGE_FACES:  # likewise (their objects show in report.html without a view)
+        del settings["page_faces"]
     return {"result_version": RESULT_VERSION, "field": field_id,
             "store": {"dataset": store.attrs.get("dataset", ""), "params": store.params,
                       "code_version": store.attrs.get("code_version", "")},

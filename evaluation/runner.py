@@ -1,7 +1,7 @@
 """The eval run: which objects (objects_to_evaluate), run where an EvalExecutor says (evaluation.executors, each
-object's work in evaluation.object_eval), its progress, and the tables and report of the results
-(metrics.csv, table1, report.md, eval.json). A rerun into the same folder skips the objects already finished
-(evaluation.results); the values are the same on every executor.
+object's work in evaluation.object_eval), its progress, and the tables and reports of the results
+(metrics.csv, table1, report.md, report.html, eval.json). A rerun into the same folder skips the objects already
+finished (evaluation.results); the values are the same on every executor.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from evaluation.config import EvalConfig
 from evaluation.executors import EvalExecutor, run_objects
 from evaluation.object_eval import STEPS, EvalJob, InputView
 from evaluation.report import category_table, write_metrics_csv, write_report, write_table
+from evaluation.report_page import write_report_page
 from evaluation.results import ObjectResult, ResultFolder, run_identity
 from inference.extract_mesh import Field
 from pipeline.config import reference_half
@@ -130,7 +131,7 @@ def evaluate_store(store: Store, make_field: Callable[[InputView], Field], out_d
                    workers: int | None = None, network: str = "workers", field_id: str = "",
                    executor: EvalExecutor | None = None) -> list[dict[str, object]]:
     """Evaluate every object of config.split; writes meshes/, pictures/, objects/, metrics.csv, table1.*,
-    report.md and, once every object is done, eval.json. Returns the metrics rows in split order.
+    report.md, report.html and, once every object is done, eval.json. Returns the metrics rows in split order.
 
     executor: where the objects run (evaluation.executors.EvalExecutor: serial, a local cluster or an existing
     one, and the network on the workers or in this process; `aps eval` builds it from its options). Without it,
@@ -179,6 +180,8 @@ def _write_tables(store: Store, out_dir: Path, config: EvalConfig, rows: list[di
     write_table(category_table(rows), out_dir / "table1")
     pictures = {r.object_id: r.picture for r in results if r.picture}
     write_report(out_dir, rows, settings, pictures)
+    path, size = write_report_page(out_dir, rows, settings, pictures, config.page_faces)
+    log.info("%s: %d objects, %.1f MB (meshes at <= %d faces)", path, len(rows), size / 1e6, config.page_faces)
     per_object = {s: tracker.steps[s] / tracker.n for s in STEPS if s in tracker.steps} if tracker.n else {}
     # last: experiments/ablation takes eval.json as the mark of a finished eval
     atomic_write_text(out_dir / "eval.json", json.dumps(

@@ -84,6 +84,21 @@ def silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rt: np.n
     return MeshRenderer(vertices, faces, outline="box").render_many(K, Rt, height, width)[..., 3] > 0
 
 
+def picture_views(Rt: np.ndarray, input_view: int, count: int = 4) -> list[int]:
+    """The input view, then views chosen one by one as far (in angle about the object's centre) from every view
+    already chosen as the stored cameras allow: Rt (V, 3, 4) world -> camera. The views of the eval's pictures and
+    of training's TensorBoard pictures: where a single-view prediction shows what it lost."""
+    R, t = np.asarray(Rt, np.float64)[:, :, :3], np.asarray(Rt, np.float64)[:, :, 3]
+    centres = -np.einsum("vji,vj->vi", R, t)  # camera centres in the normalised frame: -R^T t
+    directions = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    chosen = [input_view]
+    while len(chosen) < min(count, len(Rt)):
+        closest = (directions @ directions[chosen].T).max(axis=1)  # cosine to the nearest chosen view
+        closest[chosen] = np.inf
+        chosen.append(int(np.argmin(closest)))
+    return chosen
+
+
 def project(points: np.ndarray, K: np.ndarray, Rt: np.ndarray) -> np.ndarray:
     """points (N, 3) normalised frame -> (N, 2) pixel coordinates (column, row) under K @ Rt."""
     cam = points @ Rt[:, :3].T + Rt[:, 3]

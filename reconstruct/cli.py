@@ -40,7 +40,8 @@ def reconstruct(
                                   help="A photo (PNG/JPEG/..., RGB on a plain background or an RGBA cut-out) "
                                   "or a folder of them."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint of `aps train` or its run folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder: <stem>.<format>, <stem>.json, <stem>.preview.png."),
+    out: Path = typer.Option(..., "--out", help="Output folder: <stem>.<format>, <stem>.json, <stem>.preview.png, "
+                             "reconstruct.html."),
     formats: list[str] = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable)."),
     size: float = typer.Option(None, "--size",
                                help="Real size (e.g. mm) of the object's largest dimension, up to 1e12: the mesh "
@@ -53,6 +54,10 @@ def reconstruct(
                               "distance, view size) on its views (default: the store named in the checkpoint, "
                               "where it exists; else the demo store's figures)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>.preview.png."),
+    page: bool = typer.Option(True, "--page/--no-page", help="Write reconstruct.html: every photo of this call and "
+                              "its mesh in a 3D view, one offline file."),
+    page_faces: int = typer.Option(3000, "--page-faces", help="Faces of each mesh on the page (decimated for the "
+                                   "page only)."),
     device: str = typer.Option("cpu", help="Torch device of the predictor."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
     precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32, the default: the same "
@@ -64,8 +69,9 @@ def reconstruct(
     Finds the object (alpha channel, or the background colour seen at the border), frames it as the training
     views were framed, predicts the occupancy through a canonical camera and meshes it at 0.5 (coarse to
     fine). The mesh's frame is the photo's: x right, y up, z towards the viewer, centred on the object.
-    Writes OUT/<stem>.ply (or --format), OUT/<stem>.json (what was used) and OUT/<stem>.preview.png
-    (photo | mask | network input | mesh). Images above 50 megapixels are refused from their header (JPEGs
+    Writes OUT/<stem>.ply (or --format), OUT/<stem>.json (what was used), OUT/<stem>.preview.png
+    (photo | mask | network input | mesh) and OUT/reconstruct.html (this call's photos and meshes on one offline
+    page, each mesh in a 3D view). Images above 50 megapixels are refused from their header (JPEGs
     are decoded at 1/2, 1/4 or 1/8 scale to fit). A file that fails does not stop the others; the command
     exits with status 1 at the end, naming them.
     """
@@ -78,12 +84,14 @@ def reconstruct(
     from common.atomic import atomic_write_text
     from common.out_folder import check_out_folder
     from common.progress import bar_options
+    from evaluation.mesh_page import check_page_faces
     from evaluation.render import save_png
     from inference.extract_mesh import check_grid
     from inference.mesh_io import check_formats, write_mesh
     from inference.predictor import load_predictor
     from pipeline.schema.read import open_store
     from reconstruct.framing import Framing, remembered_framing
+    from reconstruct.page import failed_item, page_item, write_reconstruct_page
     from reconstruct.photos import read_photo
     from reconstruct.preview import preview as draw_preview
     from reconstruct.reconstruction import RECONSTRUCT_VERSION, check_size, metadata, reconstruct_image, scale_to_size
@@ -93,6 +101,7 @@ def reconstruct(
     if size is not None:
         check_size(size)
     check_grid(resolution, coarse)
+    check_page_faces(page_faces)
     if threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads}")
     files = _inputs(source, out)
@@ -105,6 +114,7 @@ def reconstruct(
     out.mkdir(parents=True, exist_ok=True)
 
     failures: list[tuple[str, str]] = []
+    items = []
     seen: dict[str, Path] = {}
     for path in tqdm(files, desc="reconstruct", unit="image", disable=len(files) < 2,
                      **bar_options(total=len(files))):
@@ -119,6 +129,8 @@ def reconstruct(
                 write_mesh(vertices, result.faces, out / f"{path.stem}.{fmt}")
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
+            if page:
+                items.append(page_item(path, image, result, page_faces, f"{path.stem}.{formats[0]}"))
             info = {"image": str(path), "checkpoint": str(predictor.path), "precision": predictor.precision,
                     "resolution": resolution,
                     "decoded_scale": 1 / reduced,  # < 1: a JPEG above MAX_PIXELS; pixel figures are of it
@@ -133,8 +145,14 @@ def reconstruct(
             reason = first_line(exc)
             reason = reason if str(path) in reason else f"{path}: {reason}"
             failures.append((path.name, reason))
+            items.append(failed_item(path, reason))
             tqdm.write(f"error: {reason}", file=sys.stderr)
     typer.echo(f"{len(files) - len(failures)} of {len(files)} images reconstructed into {out}")
+    if page and items:
+        settings = {"checkpoint": str(predictor.path), "precision": predictor.precision, "resolution": resolution,
+                    "coarse": coarse or None, "size": size}
+        page_path, page_bytes = write_reconstruct_page(out, items, settings, page_faces)
+        typer.echo(f"wrote {page_path} ({page_bytes / 1e6:.1f} MB, meshes at <= {page_faces} faces)")
     if failures:
         names = ", ".join(name for name, _ in failures)
         raise RuntimeError(f"{len(failures)} of {len(files)} images failed: {names}")

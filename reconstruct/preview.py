@@ -42,22 +42,31 @@ def mesh_views(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, Rts: list
     return [renderer.render(K, Rt, tile, tile) for Rt in Rts]
 
 
+def mask_picture(image: np.ndarray, result: Reconstruction, tile: int = 256) -> np.ndarray:
+    """(tile, tile, 3) uint8: the photo with what the mask left out greyed, and the crop square in red."""
+    from PIL import Image, ImageDraw
+
+    from evaluation.render import rgba_on_white
+
+    shown = rgba_on_white(image).copy()
+    shown[~result.object_mask.mask] = (0.35 * shown[~result.object_mask.mask] + 0.65 * 170).astype(np.uint8)
+    square, scale, (dx, dy) = _square_tile(shown, tile)
+    picture = Image.fromarray(square)
+    x0, y0, side = result.framed.crop
+    ImageDraw.Draw(picture).rectangle([dx + x0 * scale, dy + y0 * scale, dx + (x0 + side) * scale,
+                                       dy + (y0 + side) * scale], outline=(220, 40, 40), width=2)
+    return np.asarray(picture)
+
+
 def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg: float = 50.0) -> np.ndarray:
     """Strip (tile + caption, 5 tiles, 3) uint8: photo | mask used (+ the crop square) | network input |
     mesh from the photo's viewpoint (the canonical camera) | mesh turned by turn_deg about the vertical."""
-    from PIL import Image, ImageDraw
-
     from evaluation.render import compose_strip, rgba_on_white
     from pipeline.cameras import scale_intrinsics
 
     photo = rgba_on_white(image)
-    photo_tile, scale, (dx, dy) = _square_tile(photo, tile)
-    shown = photo.copy()
-    shown[~result.object_mask.mask] = (0.35 * shown[~result.object_mask.mask] + 0.65 * 170).astype(np.uint8)
-    mask_tile = Image.fromarray(_square_tile(shown, tile)[0])
-    x0, y0, side = result.framed.crop
-    ImageDraw.Draw(mask_tile).rectangle([dx + x0 * scale, dy + y0 * scale, dx + (x0 + side) * scale,
-                                         dy + (y0 + side) * scale], outline=(220, 40, 40), width=2)
+    photo_tile = _square_tile(photo, tile)[0]
+    mask_tile = mask_picture(image, result, tile)
     size = result.framed.rgba.shape[0]
     K = scale_intrinsics(result.K, tile / size)
     a = np.radians(turn_deg)

@@ -7,8 +7,9 @@ venv=${APS_VENV:-$HOME/.cache/aps/venv}
 python=${PYTHON:-python3}
 
 need=()
-# Eigen for pysdf, libusb for open3d, GL/X libraries for gmsh (which builds the STEP test parts)
-for pkg in libeigen3-dev libusb-1.0-0 libgomp1 libglu1-mesa libxcursor1 libxft2 libxinerama1; do
+# Eigen for pysdf, libusb for open3d, GL/X libraries for gmsh (which builds the STEP test parts), chromium for
+# the tests that open report.html in a real browser
+for pkg in libeigen3-dev libusb-1.0-0 libgomp1 libglu1-mesa libxcursor1 libxft2 libxinerama1 chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -98,3 +98,17 @@ def demo_store(tmp_path_factory, robosuite_meshes) -> Path:
     summary = run_preprocess(manifest, store, scheduler="serial")
     assert summary.done == 6 and not summary.failed
     return store
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, headless, driven by playwright: one browser for the session (pages are cheap)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed: the page tests need Debian's chromium (scripts/setup.sh installs it)")
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable)
+        yield browser
+        browser.close()

@@ -190,10 +190,16 @@ class TrainConfig:
     on one machine) | bf16 (bfloat16 autocast; refused where the hardware lacks it)"""
     preset: str = "paper"
     """the preset these values started from"""
+    pictures_every: int = 5
+    """after epoch 1 and every this many epochs, TensorBoard gets a picture of each of pictures_objects fixed
+    objects: its input view and two others, stored view | predicted mesh (trainer.snapshots); 0: never"""
+    pictures_objects: int = 2
+    """the first this many validation objects (training objects when there are none) are pictured"""
 
 
 # Fields that may differ when a run is resumed: they change how, not what, is trained.
-RESUMABLE_FIELDS = ("optim.epochs", "optim.time_budget_s", "data.num_workers", "device", "threads", "precision")
+RESUMABLE_FIELDS = ("optim.epochs", "optim.time_budget_s", "data.num_workers", "device", "threads", "precision",
+                    "pictures_every", "pictures_objects")
 
 
 def _paper() -> TrainConfig:
@@ -411,6 +417,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "data.uniform_share": (0.0, 1.0, "["),
     "seed": (0, 2**63 - 1, "["),
     "threads": (1, 1024, "["),
+    "pictures_every": (0, 1_000_000, "["),
+    "pictures_objects": (0, 16, "["),
 }
 MAX_VIEWS = 1024
 """data.views: at most this many indices, each in [0, MAX_VIEWS)"""

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from common.atomic import DiskFullError, atomic_write, atomic_write_text
 from common.errors import first_line
 from trainer.checkpoint import (
@@ -160,6 +162,12 @@ class RunWriter:
             self.tensorboard.add_scalar(key, row[key], row["epoch"])
         if s_used is not None:
             self.tensorboard.add_scalar("s", s_used, row["epoch"])
+        self.tensorboard.flush()
+
+    def write_pictures(self, epoch: int, pictures: dict[str, np.ndarray]) -> None:
+        """TensorBoard images `views/<object_id>` at this epoch: uint8 (H, W, 3) each (trainer.snapshots)."""
+        for object_id, picture in pictures.items():
+            self.tensorboard.add_image(f"views/{object_id}", picture, epoch, dataformats="HWC")
         self.tensorboard.flush()
 
     def close(self) -> None:

@@ -37,7 +37,8 @@ def eval_store(tmp_path_factory, robosuite_meshes) -> Path:
 
 def preprocessed_sphere(mktemp, subdivisions: int, n_reference: int) -> tuple[Path, Path]:
     """(store, mesh file) of one test object `ball-sphere`: an icosphere of radius 3 (normalised to radius ~0.5 in
-    the unit cube) with 2 views of 64 px, preprocessed serially into folders from `mktemp(name)`; a shape whose metrics are known by formula."""
+    the unit cube) with 2 views of 64 px, preprocessed serially into folders from `mktemp(name)`; a shape whose
+    metrics are known by formula."""
     import trimesh
 
     from pipeline.manifest import folder_manifest

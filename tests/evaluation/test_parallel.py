@@ -110,7 +110,8 @@ def test_each_object_leaves_a_record_with_its_files_and_the_seconds_of_every_ste
         record = json.loads((out / "objects" / f"{row['object_id']}.json").read_text())
         strict = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}  # NaN: null
         assert json.dumps(record["row"], allow_nan=False) == json.dumps(strict, default=float)
-        assert set(record["files"]) == {f"meshes/{row['object_id']}.ply", f"pictures/{row['object_id']}.png"}
+        assert set(record["files"]) == {f"meshes/{row['object_id']}.ply", f"pictures/{row['object_id']}.png",
+                                         f"page/{row['object_id']}.json"}  # report.html's part of it
         assert set(record["timings"]) == set(STEPS) - {"record"}  # the record's own write comes after it
         assert sum(record["timings"].values()) == pytest.approx(row["seconds"], rel=0.05, abs=0.05)
 

@@ -25,6 +25,7 @@ from pipeline.stages.distances import inside
 from reconstruct.framing import Framing, framing_from_store, to_output_frame
 from reconstruct.photos import load_image
 from reconstruct.reconstruction import reconstruct_image
+from tests.browser import body_column, canvas_pixels, changed_fraction, drag, drawn_fraction, opened
 from tests.reconstruct.photos import photo_from_render
 
 APS = [sys.executable, "-c", "from aps.cli import main; main()"]
@@ -120,7 +121,7 @@ def test_photos_reconstruct_within_the_margin_of_the_eval_path(case, recon_run, 
     assert max(ious.values()) - min(ious.values()) <= MARGIN_BETWEEN_PHOTOS, ious
 
 @pytest.mark.slow
-def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path):
+def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chromium):
     folder = tmp_path / "photos"
     folder.mkdir()
     from PIL import Image
@@ -154,6 +155,22 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path):
     assert not list(out.glob("blank.*")) and not list(out.glob(".*tmp*"))
     preview = load_image(out / "part_table.preview.png")
     assert preview.shape[1] == 5 * (preview.shape[0] - 18)  # 5 square tiles under an 18-px caption row
+
+    # reconstruct.html: every photo of the call, the failures named, each mesh in a 3D view beside its photo
+    assert "reconstruct.html (" in done.stdout
+    with opened(chromium, out / "reconstruct.html") as (page, errors):
+        names = body_column(page, 0)
+        assert sorted(names) == ["blank.png", "notes.txt", "part_rgba.png", "part_table.jpg"]
+        statuses = dict(zip(names, body_column(page, 4), strict=True))
+        assert statuses["blank.png"].startswith("error: ") and "no object found" in statuses["blank.png"]
+        assert statuses["part_table.jpg"] == "ok"
+        page.locator("#table tbody tr", has_text="part_table.jpg").click()
+        assert page.locator("#images img").count() == 3  # the photo, the mask used, the network's input
+        start = canvas_pixels(page)
+        assert drawn_fraction(start) > 0.02
+        drag(page, 150, 0)
+        assert changed_fraction(start, canvas_pixels(page)) > 0.02
+        assert not errors
 
 
 def test_aps_reconstruct_errors_are_one_line(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +64,34 @@ def test_run_folder_contents(analytic_store, tmp_path):
     scores = curve_panels(history)["F1 and IoU of D(p) > 0.5"]
     assert scores["val IoU"] == [float(r["val_iou"]) for r in rows] and set(scores) == {"train F1", "val F1",
                                                                                          "val IoU"}
+    # TensorBoard pictures of the first validation objects after epoch 1 (then every pictures_every = 5 epochs):
+    # each view's stored image (the truth) beside the prediction from that camera, the input view first
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+    from pipeline.cameras import picture_views
+    from pipeline.schema import open_store
+    from trainer.snapshots import VIEWS
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={IMAGES: 0})
+    events.Reload()
+    store = open_store(analytic_store)
+    val_ids = store.split("val")
+    assert events.Tags()["images"] == [f"views/{oid}" for oid in val_ids[:2]]
+    for oid in val_ids[:2]:
+        shots = events.Images(f"views/{oid}")
+        assert [s.step for s in shots] == [1]
+        picture = np.asarray(Image.open(io.BytesIO(shots[0].encoded_image_string)).convert("RGB"))
+        images, Rt = store.read(oid, "images"), store.read(oid, "Rt")
+        side = images.shape[1]
+        assert picture.shape == (VIEWS * side, 2 * side, 3)
+        for row, v in enumerate(picture_views(Rt, 0, VIEWS)):
+            truth = images[v].astype(float)
+            if truth.shape[-1] == 4:
+                truth = truth[..., :3] * truth[..., 3:] / 255 + 255 * (1 - truth[..., 3:] / 255)
+            assert np.abs(picture[row * side:(row + 1) * side, :side] - truth).max() <= 1
 
 
 def test_refusals(analytic_store, tmp_path):
