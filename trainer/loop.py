@@ -208,6 +208,8 @@ class _Run:
     writer: RunWriter | None = None
     """rank 0's writer of the run folder (None on the other ranks)"""
     started: float = 0.0
+    pictures_off: bool = False
+    """set when this machine cannot draw the TensorBoard pictures (no open3d): said once, then skipped"""
     """time.monotonic() when this call started"""
     elapsed_before: float = 0.0
     """wall seconds the run's earlier calls took (the last history row's elapsed_s; 0 for a new run)"""
@@ -521,11 +523,16 @@ def _pictures(run: _Run, objects: _Objects, epoch: int) -> None:
     """Rank 0, after epoch 1 and every cfg.pictures_every epochs: the pictured objects to TensorBoard. Their time
     counts in the run's (a time budget includes it): ~1 s per object on a CPU."""
     every, count = run.cfg.pictures_every, run.cfg.pictures_objects
-    if not every or not count or (epoch != 1 and epoch % every):
+    if not every or not count or (epoch != 1 and epoch % every) or run.pictures_off:
         return
     started = time.monotonic()
-    pictures = {oid: snapshot(run.model, run.cache.store, oid, run.cfg.data.image_size, run.device, run.amp_dtype)
-                for oid in snapshot_objects(objects.val_ids, objects.train_ids, count)}
+    try:
+        pictures = {oid: snapshot(run.model, run.cache.store, oid, run.cfg.data.image_size, run.device,
+                                  run.amp_dtype) for oid in snapshot_objects(objects.val_ids, objects.train_ids, count)}
+    except ImportError as exc:  # a machine without the renderer (open3d) trains on, without pictures
+        run.pictures_off = True
+        log.warning("TensorBoard pictures off for this run: %s", exc)
+        return
     run.writer.write_pictures(epoch, pictures)
     log.debug("epoch %d: %d pictures to TensorBoard in %.1f s", epoch, len(pictures), time.monotonic() - started)
 
