@@ -7,6 +7,7 @@ functions of the rooms below (photos, framing, reconstruction, preview).
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import typer
@@ -35,6 +36,25 @@ def _inputs(path: Path, out: Path) -> list[Path]:
     return files
 
 
+def _box(text: str) -> tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--box must be four integers x0,y0,x1,y1 (photo pixels), got {text!r}") from None
+    if not (0 <= x0 < x1 and 0 <= y0 < y1):
+        raise ValueError(f"--box {text}: needs 0 <= x0 < x1 and 0 <= y0 < y1 (photo pixels, end-exclusive)")
+    return x0, y0, x1, y1
+
+
+def _mask_for(folder: Path, photo: Path) -> Path:
+    """The mask of a photo in a --mask folder: the file named like the photo (<stem>.png, or any <stem>.*)."""
+    found = sorted(p for p in folder.glob(f"{glob.escape(photo.stem)}.*") if p.is_file())
+    if not found:
+        raise FileNotFoundError(f"{photo}: no mask {photo.stem}.png (or {photo.stem}.*) in {folder}")
+    png = [p for p in found if p.suffix.lower() == ".png"]
+    return (png or found)[0]
+
+
 def reconstruct(
     source: Path = typer.Argument(..., metavar="IMAGE_OR_FOLDER",
                                   help="A photo (PNG/JPEG/..., RGB on a plain background or an RGBA cut-out) "
@@ -53,7 +73,13 @@ def reconstruct(
     data: Path = typer.Option(None, "--data", help="The training store: measure the framing (fill, camera "
                               "distance, view size) on its views (default: the store named in the checkpoint, "
                               "where it exists; else the demo store's figures)."),
-    preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>.preview.png."),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="Write <stem>.preview.png (for a photo that "
+                                 "failed too: what the mask found, and why)."),
+    mask: Path = typer.Option(None, "--mask", help="The object's mask instead of finding it: an image of the "
+                              "photo's size (white or opaque = object; a cut-out works); for a folder of photos, "
+                              "a folder of masks named like them (<stem>.png)."),
+    box: str = typer.Option(None, "--box", help="x0,y0,x1,y1: the object lies in this box of the photo (pixels); "
+                            "GrabCut finds it there."),
     page: bool = typer.Option(True, "--page/--no-page", help="Write reconstruct.html: every photo of this call and "
                               "its mesh in a 3D view, one offline file."),
     page_faces: int = typer.Option(3000, "--page-faces", help="Faces of each mesh on the page (decimated for the "
@@ -93,8 +119,18 @@ def reconstruct(
     from reconstruct.framing import Framing, remembered_framing
     from reconstruct.page import failed_item, page_item, write_reconstruct_page
     from reconstruct.photos import read_photo
+    from reconstruct.preview import failure_preview
     from reconstruct.preview import preview as draw_preview
-    from reconstruct.reconstruction import RECONSTRUCT_VERSION, check_size, metadata, reconstruct_image, scale_to_size
+    from reconstruct.reconstruction import (
+        RECONSTRUCT_VERSION,
+        check_mesh,
+        check_size,
+        mask_warnings,
+        metadata,
+        reconstruct_image,
+        scale_to_size,
+    )
+    from reconstruct.segmentation import object_from_mask
 
     # every option is checked before anything is loaded or written
     check_formats(formats)
@@ -102,9 +138,13 @@ def reconstruct(
         check_size(size)
     check_grid(resolution, coarse)
     check_page_faces(page_faces)
+    box_px = _box(box) if box else None
     if threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads}")
     files = _inputs(source, out)
+    if mask is not None and not (mask.is_file() if source.is_file() else mask.is_dir()):
+        raise FileNotFoundError(f"{mask}: --mask must be {'an image' if source.is_file() else 'a folder of masks'} "
+                                f"for {source}")
     check_out_folder(out, "reconstruct")  # not a training run, an eval report or a store
     torch.set_num_threads(threads)
     predictor = load_predictor(checkpoint, device=device, precision=precision)
@@ -118,41 +158,54 @@ def reconstruct(
     seen: dict[str, Path] = {}
     for path in tqdm(files, desc="reconstruct", unit="image", disable=len(files) < 2,
                      **bar_options(total=len(files))):
+        image = result = None
         try:
             if path.stem in seen:
                 raise ValueError(f"{path}: same name as {seen[path.stem].name}; its outputs would overwrite them")
             seen[path.stem] = path
             image, reduced = read_photo(path)
-            result = reconstruct_image(predictor, image, framing, resolution, coarse or None, name=str(path))
+            found = None
+            if mask is not None:
+                mask_file = mask if mask.is_file() else _mask_for(mask, path)
+                found = object_from_mask(image, read_photo(mask_file)[0], str(path), str(mask_file))
+            result = reconstruct_image(predictor, image, framing, resolution, coarse or None, name=str(path),
+                                       found=found, box=box_px)
+            check_mesh(result, resolution, str(path))
+            notes = mask_warnings(result)
             vertices = result.vertices if size is None else scale_to_size(result.vertices, size)
             for fmt in formats:
                 write_mesh(vertices, result.faces, out / f"{path.stem}.{fmt}")
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
             if page:
-                items.append(page_item(path, image, result, page_faces, f"{path.stem}.{formats[0]}"))
+                items.append(page_item(path, image, result, page_faces, f"{path.stem}.{formats[0]}", notes))
             info = {"image": str(path), "checkpoint": str(predictor.path), "precision": predictor.precision,
                     "resolution": resolution,
                     "decoded_scale": 1 / reduced,  # < 1: a JPEG above MAX_PIXELS; pixel figures are of it
                     "coarse": coarse or None, "seconds": round(result.seconds, 3), "size": size,
                     "units": "normalised" if size is None else "as --size",
-                    "formats": list(formats), "version": RECONSTRUCT_VERSION, **metadata(result, framing)}
+                    "formats": list(formats), "version": RECONSTRUCT_VERSION, "warnings": notes,
+                    **metadata(result, framing)}
             atomic_write_text(out / f"{path.stem}.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
-            status = "" if result.extraction.status == "ok" else " (EMPTY: the field never reaches 0.5)"
             tqdm.write(f"{path.name}: {result.seconds:.1f} s, {len(result.faces)} faces -> "
-                       f"{out / f'{path.stem}.{formats[0]}'}{status}")
+                       f"{out / f'{path.stem}.{formats[0]}'}")
+            for note in notes:
+                tqdm.write(f"warning: {path.name}: {note} (see {path.stem}{PREVIEW_SUFFIX})", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - one photo's failure is reported and the others go on
             reason = first_line(exc)
             reason = reason if str(path) in reason else f"{path}: {reason}"
             failures.append((path.name, reason))
             items.append(failed_item(path, reason))
             tqdm.write(f"error: {reason}", file=sys.stderr)
-    typer.echo(f"{len(files) - len(failures)} of {len(files)} images reconstructed into {out}")
+            if preview and image is not None:  # what the mask found, or the photo and why nothing was
+                picture = draw_preview(image, result) if result is not None else failure_preview(image, reason)
+                save_png(picture, out / f"{path.stem}{PREVIEW_SUFFIX}")
     if page and items:
         settings = {"checkpoint": str(predictor.path), "precision": predictor.precision, "resolution": resolution,
                     "coarse": coarse or None, "size": size}
         page_path, page_bytes = write_reconstruct_page(out, items, settings, page_faces)
         typer.echo(f"wrote {page_path} ({page_bytes / 1e6:.1f} MB, meshes at <= {page_faces} faces)")
+    typer.echo(f"{len(files) - len(failures)} of {len(files)} images reconstructed into {out}")
     if failures:
         names = ", ".join(name for name, _ in failures)
         raise RuntimeError(f"{len(failures)} of {len(files)} images failed: {names}")

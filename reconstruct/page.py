@@ -15,16 +15,19 @@ from reconstruct.preview import mask_picture
 from reconstruct.reconstruction import Reconstruction
 
 COLUMNS = (Column("photo", "photo", numeric=False), Column("faces", "faces"), Column("seconds", "seconds"),
-           Column("mask", "mask", numeric=False), Column("status", "status", numeric=False))
+           Column("mask", "mask", numeric=False), Column("mask_confidence", "mask confidence", True, True),
+           Column("status", "status", numeric=False), Column("warnings", "warnings", numeric=False))
 
 
-def page_item(path: Path, image: np.ndarray, result: Reconstruction, face_budget: int, mesh_file: str) -> PageItem:
+def page_item(path: Path, image: np.ndarray, result: Reconstruction, face_budget: int, mesh_file: str,
+              notes: Sequence[str] = ()) -> PageItem:
     """One photo's row: its images (photo, mask, network input) and its mesh (the output frame: y up)."""
     from evaluation.render import rgba_on_white
 
-    status = "ok" if len(result.faces) else "empty: the field never reaches its level"
     return PageItem(path.name, {"photo": path.name, "faces": len(result.faces), "seconds": round(result.seconds, 2),
-                                "mask": result.object_mask.method, "status": status},
+                                "mask": result.object_mask.method,
+                                "mask_confidence": round(result.object_mask.confidence, 3), "status": "ok",
+                                "warnings": "; ".join(notes)},
                     [("photo", png_data_url(rgba_on_white(image))),
                      ("mask used (grey: left out) + crop", png_data_url(mask_picture(image, result))),
                      ("network input", png_data_url(rgba_on_white(result.framed.rgba)))],

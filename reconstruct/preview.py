@@ -79,3 +79,19 @@ def preview(image: np.ndarray, result: Reconstruction, tile: int = 256, turn_deg
          rgba_on_white(side_view)],
         ["photo", f"mask ({result.object_mask.method}) + crop", "network input",
          f"mesh, photo's view{empty}", f"mesh, turned {turn_deg:.0f} deg{empty}"], tile=tile)
+
+
+def failure_preview(image: np.ndarray, reason: str, tile: int = 256) -> np.ndarray:
+    """Strip (tile + caption, 2 tiles, 3) uint8 for a photo that gave no mesh before a mask was made: the photo |
+    why (the error's words, wrapped)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    from evaluation.render import compose_strip, rgba_on_white
+
+    photo_tile = _square_tile(rgba_on_white(image), tile)[0]
+    note = Image.new("RGB", (tile, tile), "white")
+    ImageDraw.Draw(note).multiline_text((8, 8), "\n".join(textwrap.wrap(reason, width=max(20, tile // 7))),
+                                        fill=(150, 20, 20))
+    return compose_strip([photo_tile, np.asarray(note)], ["photo", "no mesh: why"], tile=tile)

@@ -30,7 +30,7 @@ import numpy as np
 from inference.extract_mesh import BOX_HALF, Extraction, extract_mesh
 from reconstruct.framing import FramedView, Framing, canonical_camera, frame_object
 from reconstruct.photos import to_greyscale
-from reconstruct.segmentation import ObjectMask, find_object
+from reconstruct.segmentation import LOW_CONFIDENCE, ObjectMask, find_object
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,18 @@ class Reconstruction:
 
 
 def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing(), resolution: int = 128,
-                      coarse: int | None = 32, name: str = "image") -> Reconstruction:
+                      coarse: int | None = 32, name: str = "image", found: ObjectMask | None = None,
+                      box: tuple[int, int, int, int] | None = None) -> Reconstruction:
     """One photo -> a mesh in the output frame (module docstring).
 
     predictor: inference.predictor.Predictor; image: uint8 (H, W, 3|4). The field is queried in the box
     [-EXTRACT_HALF, EXTRACT_HALF]^3 (extract_mesh's grid scaled by EXTRACT_HALF / BOX_HALF), so the grid
-    spacing is 2 * EXTRACT_HALF / resolution output units. Raises NoObjectFound when there is no object.
+    spacing is 2 * EXTRACT_HALF / resolution output units. found: the object's mask when the user gave one
+    (segmentation.object_from_mask); box: where to look for it (segmentation.find_object). Raises NoObjectFound
+    when there is no object.
     """
     t0 = time.perf_counter()
-    found = find_object(image, name)
+    found = found if found is not None else find_object(image, name, box)
     framed = frame_object(image, found, framing.fill, framing.image_size)
     if framing.greyscale:
         framed = replace(framed, rgba=to_greyscale(framed.rgba))
@@ -84,6 +87,40 @@ def reconstruct_image(predictor, image: np.ndarray, framing: Framing = Framing()
         log.warning("%s: the field never crosses %g: empty mesh", name, predictor.level)
     return Reconstruction(vertices, extraction.faces, found, framed, K, Rt, extraction,
                           time.perf_counter() - t0, predictor.level)
+
+
+class EmptyMesh(ValueError):
+    """The network gave no surface, or a degenerate one, for a photo: a failure, not a mesh."""
+
+
+def check_mesh(result: Reconstruction, resolution: int, name: str = "image") -> None:
+    """Refuse an empty or degenerate mesh (fewer than 4 faces, or a largest side under 3 grid spacings) with
+    EmptyMesh naming the photo: written, it would be a file of a few hundred bytes that looks like a result."""
+    if result.extraction.status != "ok" or len(result.faces) == 0:
+        raise EmptyMesh(f"{name}: empty mesh: the network's occupancy never reaches {result.level:g} in the box "
+                        "(see the preview: is the mask the object?)")
+    spacing = 2 * EXTRACT_HALF / resolution
+    extent = float(np.ptp(result.vertices, axis=0).max())
+    if len(result.faces) < 4 or extent < 3 * spacing:
+        raise EmptyMesh(f"{name}: degenerate mesh: {len(result.faces)} faces, largest side {extent:.3f} output "
+                        f"units (under 3 grid spacings of {spacing:.3f})")
+
+
+def mask_warnings(result: Reconstruction) -> list[str]:
+    """What may be wrong with the mask a mesh was made from, one sentence each (the console prints them; the
+    .json keeps them): the object cut off at the photo's edge, an outline that follows no edge of the photo,
+    a mask that took most of the photo."""
+    notes = []
+    m = result.object_mask
+    if result.framed.touches_border or m.near_border:
+        notes.append("the object's mask reaches the photo's edge: the object may be cut off, and its mesh with it")
+    if m.method != "alpha" and m.confidence < LOW_CONFIDENCE:
+        notes.append(f"the mask's outline follows the photo's edges at {100 * m.confidence:.0f}% of its length "
+                     "only: it may not be the object (--mask FILE or --box x0,y0,x1,y1 say where it is)")
+    if m.area / m.mask.size > 0.5:
+        notes.append(f"the mask covers {100 * m.area / m.mask.size:.0f}% of the photo: the background may have "
+                     "leaked into it")
+    return notes
 
 
 # Largest --size: the mesh is written in float32 (up to 3.4e38, 7 digits), and inf or 1e308 would put every
@@ -112,7 +149,7 @@ def metadata(result: Reconstruction, framing: Framing) -> dict:
     m, f = result.object_mask, result.framed
     return {
         "mask": {"method": m.method, "area_px": m.area, "area_fraction": m.area / m.mask.size,
-                 "background_rgb": m.background, "threshold": m.threshold},
+                 "background_rgb": m.background, "threshold": m.threshold, "confidence": round(m.confidence, 4)},
         "framing": {**asdict(framing), "crop_x0_y0_side_px": list(f.crop), "bbox_px": list(f.bbox),
                     "touches_border": f.touches_border},
         "canonical_camera": {"K": result.K.tolist(), "Rt": result.Rt.tolist(),

@@ -152,7 +152,8 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chro
         expected = framing_from_store(open_store(demo_store)).distance
         assert expected != pytest.approx(Framing().distance)
         assert info["canonical_camera"]["Rt"][2][3] == pytest.approx(expected)
-    assert not list(out.glob("blank.*")) and not list(out.glob(".*tmp*"))
+    assert [p.name for p in out.glob("blank.*")] == ["blank.preview.png"]  # the photo and why: no mesh, no .json
+    assert not list(out.glob(".*tmp*"))
     preview = load_image(out / "part_table.preview.png")
     assert preview.shape[1] == 5 * (preview.shape[0] - 18)  # 5 square tiles under an 18-px caption row
 
@@ -161,7 +162,7 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chro
     with opened(chromium, out / "reconstruct.html") as (page, errors):
         names = body_column(page, 0)
         assert sorted(names) == ["blank.png", "notes.txt", "part_rgba.png", "part_table.jpg"]
-        statuses = dict(zip(names, body_column(page, 4), strict=True))
+        statuses = dict(zip(names, body_column(page, 5), strict=True))
         assert statuses["blank.png"].startswith("error: ") and "no object found" in statuses["blank.png"]
         assert statuses["part_table.jpg"] == "ok"
         page.locator("#table tbody tr", has_text="part_table.jpg").click()

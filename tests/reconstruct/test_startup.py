@@ -56,7 +56,7 @@ def test_reconstruct_loads_no_other_stage_and_no_trimesh(checkpoint, tmp_path):
     done, loaded = _aps(tmp_path, "reconstruct", tmp_path / "part.png", "--checkpoint", checkpoint, "--out", out,
                         "--resolution", "16", "--coarse", "0")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["part.json", "part.ply", "part.preview.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["part.json", "part.ply", "part.preview.png", "reconstruct.html"]
     assert "reconstruct.framing" in loaded and "torch" in loaded  # (importlib.import_module is not timed)
     assert not [name for name in NOT_NEEDED if name in loaded], sorted(loaded & set(NOT_NEEDED))
     info = json.loads((out / "part.json").read_text())
