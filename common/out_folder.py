@@ -36,7 +36,10 @@ class OutFolderError(ValueError):
 
 
 def _reconstructions(path: Path) -> list[str]:
-    """Files of `aps reconstruct` in the folder: previews, or a metadata .json holding the canonical camera."""
+    """Files of `aps reconstruct` in the folder: its page, previews, or a metadata .json holding the canonical
+    camera."""
+    if (path / "reconstruct.html").is_file():
+        return ["reconstruct.html"]
     previews = sorted(p.name for p in path.glob("*.preview.png"))
     if previews:
         return previews

@@ -49,7 +49,10 @@ def outputs(eval_store, module_tmp):
     Image.fromarray(image).save(photo)
     code, error = aps("reconstruct", photo, "--checkpoint", run, "--out", root / "recon", "--resolution", "16",
                       "--coarse", "0", "--no-preview")
-    assert code == 0, error
+    # one epoch of cpu-test may see no surface in it: then the photo fails (an empty mesh is no result), and the
+    # folder holds the page that names the failure
+    assert code == 0 or "1 of 1 images failed: photo.png" in str(error), error
+    assert (root / "recon" / "reconstruct.html").is_file()
     return {"train": run, "eval": root / "eval", "reconstruct": root / "recon"}
 
 
@@ -113,7 +116,7 @@ def test_no_command_writes_into_another_commands_folder(command, into, outputs, 
     held = {"train": "a training run of `aps train` (last.ckpt, best.ckpt, tensorboard, ...)",
             "eval": "an eval report of `aps eval` (eval.json, resume.json, .eval.lock)",
             "store": "a preprocessed store of `aps preprocess` (zarr.json, writer.lock)",
-            "reconstruct": "reconstructions of `aps reconstruct` (photo.json)"}[into]
+            "reconstruct": "reconstructions of `aps reconstruct` (reconstruct.html)"}[into]
     writer = "eval" if command == "compare" else command
     assert code == 1 and str(error) == (f"{folder}: holds {held}; `aps {writer}` does not write into another "
                                         "command's folder: give --out a new or empty folder")
@@ -127,4 +130,4 @@ def test_each_command_still_writes_into_its_own_folder(outputs, eval_store):
     assert code == 0, error
     code, error = aps("reconstruct", outputs["reconstruct"].parent / "photo.png", "--checkpoint", outputs["train"],
                       "--out", outputs["reconstruct"], "--resolution", "16", "--coarse", "0", "--no-preview")
-    assert code == 0, error
+    assert code == 0 or "1 of 1 images failed: photo.png" in str(error), error  # not "holds ...": it ran
