@@ -209,6 +209,8 @@ class _Run:
     """rank 0's writer of the run folder (None on the other ranks)"""
     started: float = 0.0
     pictures_off: bool = False
+    pictures_s: float = 0.0
+    """seconds this call spent on TensorBoard pictures"""
     """set when this machine cannot draw the TensorBoard pictures (no open3d): said once, then skipped"""
     """time.monotonic() when this call started"""
     elapsed_before: float = 0.0
@@ -519,12 +521,18 @@ def _record_epoch(run: _Run, feed: _Feed, epoch: int, trained: dict[str, float])
     return EpochRecord(row=row, improved=improved, change=change)
 
 
+PICTURES_SHARE = 0.03
+"""the most of a run's time its TensorBoard pictures may take (the demo's epochs last ~4 s)"""
+
+
 def _pictures(run: _Run, objects: _Objects, epoch: int) -> None:
     """Rank 0, after epoch 1 and every cfg.pictures_every epochs: the pictured objects to TensorBoard. Their time
     counts in the run's (a time budget includes it): ~1 s per object on a CPU."""
     every, count = run.cfg.pictures_every, run.cfg.pictures_objects
     if not every or not count or (epoch != 1 and epoch % every) or run.pictures_off:
         return
+    if epoch != 1 and run.pictures_s > PICTURES_SHARE * run.elapsed():
+        return  # short epochs: pictures stay under PICTURES_SHARE of the run's time, skipping a turn when due
     started = time.monotonic()
     try:
         pictures = {oid: snapshot(run.model, run.cache.store, oid, run.cfg.data.image_size, run.device,
@@ -534,6 +542,7 @@ def _pictures(run: _Run, objects: _Objects, epoch: int) -> None:
         log.warning("TensorBoard pictures off for this run: %s", exc)
         return
     run.writer.write_pictures(epoch, pictures)
+    run.pictures_s += time.monotonic() - started
     log.debug("epoch %d: %d pictures to TensorBoard in %.1f s", epoch, len(pictures), time.monotonic() - started)
 
 
