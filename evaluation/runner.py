@@ -60,9 +60,12 @@ def objects_to_evaluate(store, object_ids: list[str], config: EvalConfig) -> lis
 def _check_reference(store: Store, object_id: str) -> None:
     missing = [n for n in REFERENCE_ARRAYS if n not in store.array_names(object_id)]
     if missing:
-        raise ValueError(f"{store.path}: object {object_id!r} has no {missing[0]}; evaluation needs the "
-                         "reference arrays, which preprocess writes for the splits in "
-                         "params['reference_splits']")
+        split = store.info(object_id).get("split", "?")
+        raise ValueError(f"{store.path}: object {object_id!r} (split {split}) has no {missing[0]}: evaluation "
+                         f"needs the reference arrays, which `aps preprocess` writes for the splits of "
+                         f"reference_splits ({list(store.params.get('reference_splits', ['test']))} here); "
+                         "evaluate --split test, or rerun aps preprocess with --set "
+                         f"reference_splits=test,{split} into the same store")
 
 
 def iou_box(store: Store) -> str:

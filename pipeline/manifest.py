@@ -19,7 +19,7 @@ from pipeline.sources.splits import FileSplit, SplitFileError, check_table
 SPLITS = ("train", "val", "test")
 TOP_KEYS = ("name", "description", "sources", "split", "params")
 # the keys of [split] by method; method = "files" is checked by pipeline.sources.splits.check_table
-SPLIT_KEYS = {"hash": ("method", "val", "test", "exact", "by_category"), "lists": ("method", "val", "test")}
+SPLIT_KEYS = {"hash": ("method", "val", "test", "exact", "by_category", "at_least"), "lists": ("method", "val", "test")}
 # A manifest is a few kB; 4 MiB holds a 'lists' split of every ShapeNet model id (~50k ids of ~45 bytes) with room
 # to spare, and bounds what a hostile file can make the parser hold.
 MAX_MANIFEST_BYTES = 4 << 20
@@ -71,6 +71,11 @@ def check_split(split: Any) -> None:
                 raise ValueError(f"split.{flag} must be true or false, got {split[flag]!r}")
         if split.get("by_category", False) and not split.get("exact", False):
             raise ValueError("split.by_category ranks each category on its own and needs exact = true")
+        at_least = split.get("at_least", 0)
+        if isinstance(at_least, bool) or not isinstance(at_least, int) or not 0 <= at_least <= 1000:
+            raise ValueError(f"split.at_least must be an integer in [0, 1000], got {at_least!r}")
+        if at_least and not split.get("exact", False):
+            raise ValueError("split.at_least counts objects per split and needs exact = true")
         return
     for name in ("val", "test"):
         ids = split.get(name, [])
@@ -215,10 +220,18 @@ def _hash_unit(object_id: str) -> float:
 def exact_hash_split(object_ids: list[str], split: dict[str, Any]) -> list[str]:
     """'hash' with exact = true: objects ranked by the same hash, the first round(test * n) test, the next
     round(val * n) val, so a small dataset gets the asked proportions. The price: adding objects may move the
-    few at a boundary of the ranking (plain 'hash' never moves any, but its proportions wander on small sets)."""
+    few at a boundary of the ranking (plain 'hash' never moves any, but its proportions wander on small sets).
+    at_least = k: test and val (where their fraction is not 0) get at least k objects each while training keeps
+    at least one (a folder of 3 meshes: 1 train, 1 val, 1 test), so every stage can run on a small folder."""
     test, val = float(split.get("test", 0.1)), float(split.get("val", 0.1))
     order = sorted(range(len(object_ids)), key=lambda i: (_hash_unit(object_ids[i]), object_ids[i]))
-    n_test, n_val = round(test * len(object_ids)), round(val * len(object_ids))
+    n = len(object_ids)
+    n_test, n_val = round(test * n), round(val * n)
+    at_least = int(split.get("at_least", 0))
+    if at_least and test > 0 and n_test < at_least and n - n_val - at_least >= 1:
+        n_test = at_least
+    if at_least and val > 0 and n_val < at_least and n - n_test - at_least >= 1:
+        n_val = at_least
     out = ["train"] * len(object_ids)
     for rank, i in enumerate(order):
         out[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
@@ -298,7 +311,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: not valid TOML (nested too deeply to parse)") from exc
 
 
+FOLDER_SPLIT = {"method": "hash", "exact": True, "at_least": 1, "val": 0.1, "test": 0.1}
+
+
 def folder_manifest(meshes: str | Path, name: str | None = None) -> Manifest:
-    """A plain folder of meshes (one subfolder per category) needs no manifest file: this is the implied one."""
+    """A plain folder of meshes (one subfolder per category) needs no manifest file: this is the implied one. Its
+    split is exact with at least one test and one val object from 3 objects on (exact_hash_split), so a small
+    folder can be trained, validated and evaluated."""
     root = Path(meshes).expanduser().resolve()
-    return Manifest(name=name or root.name, sources=[{"type": "folder", "root": str(root)}], base_dir=root)
+    return Manifest(name=name or root.name, sources=[{"type": "folder", "root": str(root)}], base_dir=root,
+                    split=dict(FOLDER_SPLIT))
