@@ -26,7 +26,7 @@ STAGE ?= search
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
-setup:  ## install system packages, the virtualenv ($(VENV)) and the project
+setup:  ## install system packages, the virtualenv (~/.cache/aps/venv, or APS_VENV) and the project
 	bash scripts/setup.sh
 
 demo: setup  ## set up, then preprocess, train (the cpu preset, 6 minutes) and evaluate the built-in demo dataset
@@ -39,7 +39,7 @@ train:  ## store -> checkpoints in RUN (DATA=..., RUN=..., PRESET=cpu|cpu-demo|p
 	$(APS) train --data $(DATA) --out $(RUN) --preset $(PRESET) $(BUDGET_FLAG) $(EPOCHS_FLAG)
 
 eval:  ## checkpoint + store -> meshes, metrics, pictures in REPORT
-	$(APS) eval --checkpoint $(RUN)/last.ckpt --data $(DATA) --out $(REPORT)
+	$(APS) eval --checkpoint $(RUN) --data $(DATA) --out $(REPORT)
 
 test:  ## run the test suite
 	$(PY) -m pytest -q

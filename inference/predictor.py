@@ -148,7 +148,9 @@ def load_predictor(path: str | Path, device: str = "cpu", precision: str = "fp32
         raise CheckpointError(f"{ckpt}: its config does not fit this code ({exc})") from exc
     model = build_model(config.model, load_pretrained=False)
     load_model_state(model, ckpt, saved, to_dict(config))
-    log.info("loaded %s (epoch %d, best val F1 %.4f)", ckpt, saved.epoch + 1, saved.best_val_f1)
+    rule = (f"{path} is a run folder: {ckpt.name}, the epoch of its best validation F1 (give RUN/last.ckpt for "
+            "the last epoch); " if Path(path).is_dir() and ckpt.name == BEST else "")
+    log.info("loaded %s (%sepoch %d, best val F1 %.4f)", ckpt, rule, saved.epoch + 1, saved.best_val_f1)
     if batch_points is None:
         batch_points = CPU_BATCH if dev.type == "cpu" else GPU_BATCH
     predictor = Predictor(model.to(dev), config, dev, ckpt, batch_points, saved.data)
