@@ -21,7 +21,8 @@ _app = typer.Typer(
     name="aps",
     help="Single-view 3D reconstruction of industrial products with adaptive points sampling.\n\n"
     "Stages: preprocess (meshes -> zarr shards), train (shards -> checkpoints), "
-    "eval (checkpoint + shards -> meshes, metrics, pictures); compare (eval runs side by side).",
+    "eval (checkpoint + shards -> meshes, metrics, pictures, report.html); compare (eval runs side by side); "
+    "reconstruct (checkpoint + photos -> meshes, previews, reconstruct.html).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -35,6 +35,13 @@ DR_KFS_NOTE = ("DR-KFS (the paper's visual similarity) is not reported: it needs
                "numbers do not compare with the paper's DR-KFS column.")
 
 
+ECD_NOTE = ("Two values in the tables are not distances: ECD is **nan** for an object whose reference has no edge "
+            "point (a smooth or finely rounded part: there is nothing to compare; category means leave it out), "
+            "and **1.732** (sqrt 3, the unit cube's diagonal, the worst value) where the prediction has no edge "
+            "point while the reference has some, or where there is no predicted surface at all "
+            "(docs/METRICS.md, \"Failures\").")
+
+
 def label(metric: str) -> str:
     """Column or row label with the paper's arrow: ↑ higher is better, ↓ lower is better."""
     return f"{LABELS.get(metric, metric)} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}"
@@ -185,7 +192,8 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, object]
               f"of the object = 1. F-scores at tau = {FSCORE_TAU:g} and {FSCORE_TAU_2:g} (1% and 2% of the "
               f"longest side). IoU on the reference uniform points of {settings.get('iou_box', 'the store')}. "
               "Definitions and the conversions to other papers' units: docs/METRICS.md.", "",
-              "## Per category (Table 1 shape)", "", markdown(category_table(rows)), DR_KFS_NOTE, ""]
+              "## Per category (Table 1 shape)", "", markdown(category_table(rows)), DR_KFS_NOTE, "",
+              ECD_NOTE, ""]
     failed = [r for r in rows if str(r.get("status", "ok")) != "ok"]
     if failed:
         lines += ["## Objects without a proper prediction", "",

@@ -17,7 +17,7 @@ from common.errors import first_line
 from evaluation.mesh_page import Column, PageItem, write_page
 from evaluation.metrics import FSCORE_TAU, HIGHER_IS_BETTER
 from evaluation.object_eval import PAGE_FOLDER
-from evaluation.report import LABELS, OBJECT_TABLE_METRICS
+from evaluation.report import ECD_NOTE, LABELS, OBJECT_TABLE_METRICS
 from pipeline.schema.layout import object_file
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def write_report_page(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, ob
              "(drag to orbit, the two cameras move together; the view starts at the input camera). Meshes are shown "
              f"decimated to at most {face_budget} faces each; every metric was computed on the full mesh. "
              f"Distances in the normalised frame (longest side of the object = 1); F-score at tau = {FSCORE_TAU:g}. "
-             "Definitions: docs/METRICS.md."]
+             "Definitions: docs/METRICS.md.", ECD_NOTE.replace("**", "")]
     path = out_dir / "report.html"
     size = write_page(path, "Evaluation report", COLUMNS, items, settings, notes, face_budget)
     return path, size

@@ -89,6 +89,7 @@ def test_pictures_and_report(true_run):
     assert all(rows_differ)  # four different cameras, not one view four times
     report = (out / "report.md").read_text()
     assert f"](pictures/{oid}.png)" in report and "DR-KFS" in report
+    assert "ECD is **nan** for an object whose reference has no edge point" in report and "**1.732**" in report
     assert f"| [{oid}](pictures/{oid}.png) | {rows[0]['category']} |" in report  # the per-object table links it
     assert "| metric |" in (out / "table1.md").read_text() and (out / "table1.csv").is_file()
 
