@@ -103,3 +103,16 @@ def test_cli_options_reach_the_config_typed(monkeypatch, tmp_path):
     assert values["data.views"] == (0, 3) and values["optim.epochs"] == 4  # --set, parsed, over --epochs 3
     (cfg,) = trained
     assert cfg.optim.lr == 0.1 + 0.2 and cfg.optim.epochs == 4 and cfg.data.views == (0, 3)
+
+
+def test_a_run_folder_means_its_best_checkpoint_and_says_so(run_dir, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="inference.predictor"):
+        predictor = load_predictor(run_dir)
+    assert predictor.path == run_dir / "best.ckpt"
+    assert f"{run_dir} is a run folder: best.ckpt, the epoch of its best validation F1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="inference.predictor"):
+        load_predictor(run_dir / "last.ckpt")
+    assert "is a run folder" not in caplog.text and "last.ckpt" in caplog.text
