@@ -30,7 +30,15 @@ setup:  ## install system packages, the virtualenv (~/.cache/aps/venv, or APS_VE
 	bash scripts/setup.sh
 
 demo: setup  ## set up, then preprocess, train (the cpu preset, 6 minutes) and evaluate the built-in demo dataset
-	$(MAKE) preprocess train eval PRESET=cpu TIME_BUDGET=$(DEMO_BUDGET)
+	@started=$$(date +%s); \
+	for stage in preprocess train eval; do \
+	  t=$$(date +%s); $(MAKE) --no-print-directory $$stage PRESET=cpu TIME_BUDGET=$(DEMO_BUDGET) || exit $$?; \
+	  times="$$times$${times:+, }$$stage $$(( $$(date +%s) - t )) s"; \
+	done; \
+	echo "demo: done in $$(( ($$(date +%s) - started + 30) / 60 )) min ($$times)."; \
+	echo "  look:  $(REPORT)/report.html (every test part turning in 3D beside its ground truth; offline)"; \
+	echo "  photo: $(APS) reconstruct PHOTO.jpg --checkpoint $(RUN) --out recon/"; \
+	echo "  more:  make preprocess train eval MANIFEST=manifests/industrial-parts.toml TIME_BUDGET=60m (133 parts, the cpu preset's hour)"
 
 preprocess:  ## meshes -> zarr store (MANIFEST=..., DATA=...)
 	$(APS) preprocess --manifest $(MANIFEST) --out $(DATA) --scheduler $(SCHEDULER)

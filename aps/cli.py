@@ -54,7 +54,10 @@ def __getattr__(name: str):
 
 def main() -> None:
     """Run the CLI; any uncaught error becomes `aps: error: <reason>` and exit status 1 (APS_DEBUG=1: traceback)."""
-    logging.basicConfig(level=os.environ.get("APS_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=os.environ.get("APS_LOG_LEVEL", "INFO"), datefmt="%H:%M:%S",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("matplotlib", "PIL"):  # "generated new fontManager" in the middle of a training is not for people
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     # only the command asked for is imported; help, no command or a misspelt one: all of them
     command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
     app = _register((command,) if command else tuple(COMMANDS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from typing import Any, TextIO
 
@@ -12,12 +13,16 @@ LONG = 1000
 LOG_INTERVAL = 30.0  # seconds between the lines of a bar of unknown total in a log
 
 
+_STATE = re.compile(r"^.*\|\s*\d+/\d+")  # a bar's description, bar and count, without its rate and times
+
+
 class LogLines:
     """A stream for tqdm in a log: each refresh becomes one line of its own (tqdm's carriage-return updates
     would pile up on one endless line), the blank clearing writes are dropped."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
+        self.last_state = ""
 
     @property
     def encoding(self) -> str | None:  # tqdm picks unicode or ascii bar characters from it
@@ -25,8 +30,11 @@ class LogLines:
 
     def write(self, text: str) -> int:
         line = text.replace("\r", "").strip()
-        if line:
+        state = _STATE.match(line)
+        if line and not (state and state.group(0) == self.last_state):  # tqdm's close repeats its last state
             self.stream.write(line + "\n")
+        if line:  # tqdm's clearing writes (blanks) come between its last refresh and its close
+            self.last_state = state.group(0) if state else ""
         return len(text)
 
     def flush(self) -> None:

@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -470,7 +471,9 @@ def _train_epoch(run: _Run, feed: _Feed, epoch: int, progress: bool) -> dict[str
     counts = torch.zeros(3, dtype=torch.float64, device=device)
     of = (f" ({run.elapsed() / 60:.1f}/{cfg.optim.time_budget_s / 60:g} min)" if cfg.optim.time_budget_s > 0
           else f"/{cfg.optim.epochs}")
-    bar = tqdm(feed.loader, desc=f"epoch {epoch + 1}{of}", disable=not progress or run.rank != 0,
+    # in a log (not a terminal) the epoch's own line says what its bar would: 10 lines an epoch were most of a log
+    bar = tqdm(feed.loader, desc=f"epoch {epoch + 1}{of}", disable=not progress or run.rank != 0
+               or not sys.stderr.isatty(),
                **bar_options(total=len(feed.sampler), leave=False))
     n_batches = max(1, len(feed.sampler))
     for step, batch in enumerate(bar):
