@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.atomic import atomic_write
-from experiments.ablation.plan import VARIANTS, Layout, Plan, fixed, read_curve
+from experiments.ablation.plan import KNOWN_VARIANTS, VARIANTS, Layout, Plan, fixed, read_curve
 
 
 def plot_curves(layout: Layout, names: Sequence[str], seeds: Sequence[int], path: Path,
@@ -24,7 +24,7 @@ def plot_curves(layout: Layout, names: Sequence[str], seeds: Sequence[int], path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {name: [c for s in seeds if (c := read_curve(layout.run_dir(VARIANTS[name], s)))] for name in names}
+    curves = {name: [c for s in seeds if (c := read_curve(layout.run_dir(KNOWN_VARIANTS[name], s)))] for name in names}
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return False

@@ -23,7 +23,16 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from evaluation.report import compare_table, load_runs, write_table
 from experiments.ablation.figures import plot_curves, sweep_picture
-from experiments.ablation.plan import SPEED_BASE, SPEED_TEST, VARIANTS, Layout, Plan, Variant, fixed, read_curve
+from experiments.ablation.plan import (
+    KNOWN_VARIANTS,
+    SPEED_BASE,
+    SPEED_TEST,
+    Layout,
+    Plan,
+    Variant,
+    fixed,
+    read_curve,
+)
 from experiments.ablation.tables import all_inside_val_iou, failure_table, speed_markdown, speed_rows, variant_table
 
 log = logging.getLogger(__name__)
@@ -203,8 +212,8 @@ def write_reports(plan: Plan, data: Path, out: Path) -> dict:
     summary: dict[str, object] = {"plan": _plan_dict(plan), "data": str(data)}
     write_table(variant_table(layout, plan.variants, plan.seeds), out / "table2")
     write_table(failure_table(layout, plan.variants, plan.seeds), out / "table2_failures")
-    finished = [(f"{name} seed {s}", layout.eval_dir(VARIANTS[name], s)) for name in plan.variants
-                for s in plan.seeds if (layout.eval_dir(VARIANTS[name], s) / "eval.json").is_file()]
+    finished = [(f"{name} seed {s}", layout.eval_dir(KNOWN_VARIANTS[name], s)) for name in plan.variants
+                for s in plan.seeds if (layout.eval_dir(KNOWN_VARIANTS[name], s) / "eval.json").is_file()]
     if finished:
         runs = load_runs([p for _, p in finished])
         write_table(compare_table([(n, rows) for (n, _), (_, rows) in zip(finished, runs, strict=True)]),

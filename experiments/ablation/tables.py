@@ -14,6 +14,7 @@ from pathlib import Path
 from evaluation.metrics import TABLE_ORDER
 from evaluation.report import label, markdown, read_metrics_csv
 from experiments.ablation.plan import (
+    KNOWN_VARIANTS,
     SPEED_BASE,
     SPEED_FRACTION,
     SPEED_TEST,
@@ -58,7 +59,7 @@ def _eval_rows(layout: Layout, variant: Variant, seed: int, limit: int | None) -
 
 
 def _variant(name: str) -> Variant:
-    return VARIANTS.get(name) or fixed(float(name.split("s=")[1].rstrip(")")))
+    return KNOWN_VARIANTS.get(name) or fixed(float(name.split("s=")[1].rstrip(")")))
 
 
 def variant_table(layout: Layout, names: Sequence[str], seeds: Sequence[int],

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write, atomic_write_text
 from evaluation.report import markdown, read_metrics_csv
-from experiments.ablation.plan import VARIANTS, Layout, Plan, Variant, read_curve
+from experiments.ablation.plan import KNOWN_VARIANTS, VARIANTS, Layout, Plan, Variant, read_curve
 from experiments.ablation.run import ROOT, aps_command, check_plan, train_args, write_reports
 from experiments.gpu_table2.score import SCORE_FILE, strict_json
 from experiments.gpu_table2.weights import FILE_LIMIT, export_bf16
@@ -89,9 +89,11 @@ class Settings:
 # Projected: ~1,900 samples/s for one run alone (the H200 step measured in docs/TRAINING.md), 350-700 each for
 # five side by side: 50 x 12 x 94 = 56,400 samples in 80-160 s, plus ~1.5 s an epoch of validation, checkpoints
 # and plot, ~240 s at worst against the ~300 s before the trainings' deadline.
-PAPER = Settings(plan=Plan(variants=tuple(VARIANTS), seeds=(0,), sweep=(), train_preset="paper", epochs=50,
+# Beside the five, the quality study's gain schedule of s (experiments.ablation.plan.EXTRA_VARIANTS), six processes.
+PAPER = Settings(plan=Plan(variants=(*VARIANTS, "fpn+adaptive-gain"), seeds=(0,), sweep=(), train_preset="paper",
+                           epochs=50,
                            train_set=("data.repeats=12",), device="cuda", threads=2, eval_resolution=256,
-                           eval_coarse=32, eval_limit=None, eval_view=0))
+                           eval_coarse=32, eval_limit=None, eval_view=0), parallel=6)
 # The same script on this CPU in a few minutes: the tiny network, 2 epochs, 2 test objects at 32^3.
 REHEARSAL = Settings(plan=replace(PAPER.plan, train_preset="cpu-test", epochs=2, train_set=("data.repeats=1",),
                                   device="cpu", threads=1, eval_resolution=32, eval_coarse=8, eval_limit=2),
@@ -166,7 +168,7 @@ class _Schedule:
         self.settings, self.data, self.layout = settings, data, Layout(work)
         self.plan = settings.plan
         self.train_deadline, self.score_deadline = settings.budget.deadlines(start)
-        self.to_train = [VARIANTS[name] for name in self.plan.variants]
+        self.to_train = [KNOWN_VARIANTS[name] for name in self.plan.variants]
         self.to_score: list[Variant] = []
         self.running: list[_Job] = []
         self.record: dict[str, dict[str, object]] = {v.name: {"training": "waiting", "scoring": "waiting"}
@@ -301,7 +303,7 @@ def _runs_table(schedule: _Schedule) -> list[list[str]]:
     table = [["variant", "training", "epochs", "training s", "samples/s (mean)", "final val IoU", "final s",
               "scoring", "test objects scored"]]
     for name, entry in schedule.record.items():
-        curve = read_curve(schedule.layout.run_dir(VARIANTS[name], schedule.seed))
+        curve = read_curve(schedule.layout.run_dir(KNOWN_VARIANTS[name], schedule.seed))
         rate = sum(r["samples_per_s"] for r in curve) / len(curve) if curve else math.nan
         last = curve[-1] if curve else {}
         s = last.get("s", math.nan)
@@ -328,7 +330,7 @@ def write_bundle(schedule: _Schedule, out: Path, seconds: float, final: bool) ->
         shutil.copyfile(work / CURVES, out / CURVES)
     objects = {}
     for name in plan.variants:
-        path = layout.eval_dir(VARIANTS[name], schedule.seed) / "metrics.csv"
+        path = layout.eval_dir(KNOWN_VARIANTS[name], schedule.seed) / "metrics.csv"
         if path.is_file():
             objects[name] = read_metrics_csv(path)
     record = {
@@ -340,7 +342,7 @@ def write_bundle(schedule: _Schedule, out: Path, seconds: float, final: bool) ->
         "table2": _read_table(work / "table2.csv"), "table2_failures": _read_table(work / "table2_failures.csv"),
         "speed": summary.get("speed", []), "all_inside_val_iou": summary.get("all_inside_val_iou"),
         "objects": objects,
-        "curves": {name: read_curve(layout.run_dir(VARIANTS[name], schedule.seed)) for name in plan.variants},
+        "curves": {name: read_curve(layout.run_dir(KNOWN_VARIANTS[name], schedule.seed)) for name in plan.variants},
     }
     atomic_write_text(out / TABLE_JSON, json.dumps(strict_json(record), indent=1, allow_nan=False))
     atomic_write_text(out / TABLE_MD, _markdown(schedule, record, work))
@@ -406,7 +408,7 @@ def _export(schedule: _Schedule, out: Path) -> None:
     """The chosen variants' last.ckpt as bf16 parts in OUT, as many networks as fit beside OWN_FILES."""
     free = MAX_FILES - len(OWN_FILES)
     for name in schedule.settings.export:
-        variant = VARIANTS.get(name)
+        variant = KNOWN_VARIANTS.get(name)
         ckpt = schedule.layout.run_dir(variant, schedule.seed) / "last.ckpt" if variant else None
         if ckpt is None or not ckpt.is_file():
             log.warning("export: %s has no last.ckpt; not exported", name)

@@ -4,9 +4,10 @@ surface metrics (F-score@1% and @2%, Chamfer-L1, ECD, normal consistency) of a m
 
 Why not `aps eval`: its silhouettes, pictures and Dask workers need open3d and dask, which that machine lacks
 (and cannot install). The numbers come from the same functions `aps eval` calls: evaluation.object_eval.predict_object
-(the view encoded once, coarse-to-fine marching cubes at 0.5, IoU of the field at ref_uniform_points) and
-evaluation.metrics.surface_scores (100,000 points sampled on the mesh against ref_surface_points), so a row here
-equals `aps eval`'s row for the same checkpoint, view and grid, without the silhouette column.
+(the view encoded once, coarse-to-fine marching cubes at the label's level as `--level auto`, 0.5 for binary; IoU of
+the field at ref_uniform_points at the same level) and evaluation.metrics.surface_scores (100,000 points sampled on
+the mesh against ref_surface_points), so a row here equals `aps eval --level auto`'s row for the same checkpoint,
+view and grid, without the silhouette column.
 
 Writes OUT/metrics.csv (`aps eval`'s columns) and OUT/eval.json after every object, so a run stopped at the time
 limit keeps the objects it scored (eval.json says how many of how many).
@@ -79,7 +80,8 @@ def score_object(store, predictor, object_id: str, config: EvalConfig, workers: 
                                       workers=workers, tau_2=config.tau_2))
     row.update(n_vertices=len(prediction.vertices), n_faces=len(prediction.faces), n_queries=prediction.n_queries,
                seconds=round(time.perf_counter() - t0, 3),
-               status="ok" if prediction.status == "ok" else f"{prediction.status}: the field never crosses 0.5 "
+               status="ok" if prediction.status == "ok" else
+               f"{prediction.status}: the field never crosses {config.level:g} "
                f"on the {config.resolution}^3 grid (max occupancy at the reference points "
                f"{prediction.max_occupancy:.3f})")
     return row
@@ -98,9 +100,10 @@ def score_run(checkpoint: str | Path, data: str | Path, out: str | Path, setting
     object_ids = store.split("test")[: settings.limit]
     if not object_ids:
         raise ValueError(f"{data}: no test objects to score")
-    config = EvalConfig(view=settings.view, resolution=settings.resolution, coarse=settings.coarse,
-                        n_samples=settings.n_samples, pictures=False)
     predictor = load_predictor(checkpoint, device)
+    # a soft label's network is meshed (and its IoU taken) at its label's own level, as `aps eval --level auto`
+    config = EvalConfig(view=settings.view, resolution=settings.resolution, coarse=settings.coarse,
+                        n_samples=settings.n_samples, pictures=False, level=predictor.level)
     epoch = int(load_checkpoint(checkpoint, mmap=True)["epoch"]) + 1
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
@@ -116,6 +119,7 @@ def score_run(checkpoint: str | Path, data: str | Path, out: str | Path, setting
         record = {"checkpoint": str(checkpoint), "epoch": epoch, "data": str(data), "split": "test",
                   "objects_scored": len(rows), "objects": len(object_ids), "complete": len(rows) == len(object_ids),
                   "iou_box": iou_box(store), "settings": asdict(settings), "device": device,
+                  "level": config.level,
                   "seconds": round(time.monotonic() - started, 1)}
         atomic_write_text(out / SCORE_FILE, json.dumps(strict_json(record), indent=1, allow_nan=False))
         log.info("%s: IoU %.3f, F-score@1%% %.3f (%d/%d)", object_id, row["iou"], row["fscore"], len(rows),

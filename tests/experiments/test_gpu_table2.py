@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.ablation.plan import VARIANTS
+from experiments.ablation.plan import KNOWN_VARIANTS
 from experiments.gpu_table2.drive import MISSING_THERE, write_import_blocker
 from experiments.gpu_table2.weights import FILE_LIMIT, find_parts, restore_checkpoint
 from trainer.checkpoint import CheckpointError
@@ -55,14 +55,15 @@ def test_the_blocker_makes_the_missing_packages_unimportable(tmp_path):
 @pytest.fixture(scope="module")
 def one_call(demo_store, module_tmp):
     """The rehearsal of one GPU call on the demo store: 2 variants side by side with far more epochs than the
-    budget allows, so the time limit stops both; 1 test object scored; fpn+adaptive exported."""
+    budget allows, so the time limit stops both; 1 test object scored; fpn+adaptive-gain (the variant beyond the
+    paper's five) exported."""
     tmp = module_tmp("gpu_table2")
     work, out = tmp / "work", tmp / "out"
     blocker = write_import_blocker(tmp / "blocker")
     command = [sys.executable, "-m", "experiments.gpu_table2", "run", "--rehearse", "--data", str(demo_store),
-               "--work", str(work), "--out", str(out), "--variant", "fpn+binary", "--variant", "fpn+adaptive",
-               "--epochs", "1000", "--budget", "80", "--scoring-reserve", "25", "--limit", "1",
-               "--samples", "5000", "--export", "fpn+adaptive"]
+               "--work", str(work), "--out", str(out), "--variant", "fpn+binary",
+               "--variant", "fpn+adaptive-gain", "--epochs", "1000", "--budget", "80", "--scoring-reserve", "25",
+               "--limit", "1", "--samples", "5000", "--export", "fpn+adaptive-gain"]
     done = subprocess.run(command, cwd=ROOT, env=_env(blocker), capture_output=True, text=True, timeout=300)
     return done, work, out
 
@@ -72,7 +73,7 @@ def test_the_time_limit_stops_the_trainings_and_what_they_did_is_scored(one_call
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "table2.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert record["final"] is True
-    for name in ("fpn+binary", "fpn+adaptive"):
+    for name in ("fpn+binary", "fpn+adaptive-gain"):
         run = record["runs"][name]
         epochs = run["epochs"]
         assert run["training"] == f"stopped at the time limit after {epochs} of 1000 epochs"
@@ -84,23 +85,36 @@ def test_the_time_limit_stops_the_trainings_and_what_they_did_is_scored(one_call
         assert row["status"] == "ok" or row["status"].startswith("no_surface")
         assert 0.0 <= float(row["iou"]) <= 1.0 and 0.0 <= float(row["fscore"]) <= 1.0
     table = record["table2"]
-    assert [r[0] for r in table[1:]] == ["fpn+binary", "fpn+adaptive"] and table[0][1].startswith("IoU")
+    assert [r[0] for r in table[1:]] == ["fpn+binary", "fpn+adaptive-gain"] and table[0][1].startswith("IoU")
+
+
+def test_a_soft_label_is_scored_at_its_own_level(one_call):
+    """As `aps eval --level auto`: binary at 0.5, the gain schedule's network at the level of the s it trained
+    against (s starts at s_max, far from binary), so its IoU is not read at a level its label never meant."""
+    from inference.predictor import load_predictor
+
+    _, work, _ = one_call
+    for slug, binary in (("fpn-binary", True), ("fpn-adaptive-gain", False)):
+        scored = json.loads((work / "eval" / slug / "seed0" / "eval.json").read_text())
+        expected = load_predictor(scored["checkpoint"], "cpu").level
+        assert scored["level"] == pytest.approx(expected)
+        assert (expected == 0.5) == binary
 
 
 def test_out_holds_what_the_gpu_machine_returns(one_call):
     _, _, out = one_call
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["fpn-adaptive.bf16-1of2.pt", "fpn-adaptive.bf16-2of2.pt", "gpu_table2.tar.gz",
+    assert files == ["fpn-adaptive-gain.bf16-1of2.pt", "fpn-adaptive-gain.bf16-2of2.pt", "gpu_table2.tar.gz",
                      "learning_curves.png", "table2.json", "table2.md"]
     assert all((out / f).is_file() and (out / f).stat().st_size <= FILE_LIMIT for f in files)
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files)
     with tarfile.open(out / "gpu_table2.tar.gz") as tar:
         names = set(tar.getnames())
-    for slug in ("fpn-binary", "fpn-adaptive"):
+    for slug in ("fpn-binary", "fpn-adaptive-gain"):
         assert f"gpu_table2/eval/{slug}/seed0/metrics.csv" in names
         assert f"gpu_table2/runs/{slug}/seed0/metrics.csv" in names
     assert not any(n.endswith(".ckpt") for n in names)
-    assert "| fpn+adaptive |" in (out / "table2.md").read_text()
+    assert "| fpn+adaptive-gain |" in (out / "table2.md").read_text()
 
 
 def test_the_bf16_network_that_comes_back_restores_to_a_checkpoint(one_call, demo_store, tmp_path):
@@ -108,12 +122,12 @@ def test_the_bf16_network_that_comes_back_restores_to_a_checkpoint(one_call, dem
     from pipeline.schema import open_store
 
     _, work, out = one_call
-    parts = find_parts(out, VARIANTS["fpn+adaptive"].slug)
+    parts = find_parts(out, KNOWN_VARIANTS["fpn+adaptive-gain"].slug)
     assert len(parts) == 2
     with pytest.raises(CheckpointError, match="missing or repeated"):
         restore_checkpoint(parts[:1], tmp_path / "half.ckpt")
     restored = load_predictor(restore_checkpoint(parts, tmp_path / "restored.ckpt"))
-    original = load_predictor(work / "runs" / "fpn-adaptive" / "seed0" / "last.ckpt")
+    original = load_predictor(work / "runs" / "fpn-adaptive-gain" / "seed0" / "last.ckpt")
     store = open_store(demo_store)
     oid = store.split("test")[0]
     view = [store.read(oid, name, 0) for name in ("images", "K", "Rt")]
