@@ -1,8 +1,9 @@
-"""`python -m experiments.gpu_table2 run|score|restore|blocker`: the GPU Table 2's command line.
+"""`python -m experiments.gpu_table2 run|score|restore|pool|blocker`: the GPU Table 2's command line.
 
 `run` is what scripts/gpu_table2.sh starts (the paper's settings, or --rehearse: the tiny CPU version); `score`
 is the subprocess `run` starts per trained variant; `restore` turns the bf16 parts that came back into a
-checkpoint here; `blocker` writes the rehearsal's sitecustomize.py (docs/TRAINING.md).
+checkpoint here; `pool` pools the seeds of several calls; `blocker` writes the rehearsal's sitecustomize.py
+(docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ def restore(
     from experiments.gpu_table2.weights import restore_checkpoint
 
     typer.echo(f"wrote {restore_checkpoint(list(parts), out)}")
+
+
+@app.command()
+def pool(
+    calls: list[Path] = typer.Argument(..., help="the folders (or table2.json files) of the calls, one seed each"),
+    out: Path = typer.Option(..., "--out", help="folder for table2-pooled.md, .json and table2-curves.png"),
+) -> None:
+    """Pool several calls' seeds: mean ± std per variant, paired differences against fpn+binary, the curves."""
+    from experiments.gpu_table2.pool import POOLED_MD, load_calls, write_pooled
+
+    write_pooled(load_calls(calls), out)
+    typer.echo((out / POOLED_MD).read_text())
 
 
 @app.command()
