@@ -15,14 +15,14 @@ from common.errors import first_line
 # stages' modules import what their commands need (pipeline.cli alone is 0.2 s), and `aps reconstruct` needs none
 COMMANDS = {"preprocess": ("pipeline.cli", "preprocess"), "train": ("trainer.cli", "train"),
             "eval": ("evaluation.cli", "evaluate"), "compare": ("evaluation.cli", "compare"),
-            "reconstruct": ("reconstruct.cli", "reconstruct")}
+            "reconstruct": ("reconstruct.cli", "reconstruct"), "export": ("inference.cli", "export")}
 
 _app = typer.Typer(
     name="aps",
     help="Single-view 3D reconstruction of industrial products with adaptive points sampling.\n\n"
     "Stages: preprocess (meshes -> zarr shards), train (shards -> checkpoints), "
     "eval (checkpoint + shards -> meshes, metrics, pictures, report.html); compare (eval runs side by side); "
-    "reconstruct (checkpoint + photos -> meshes, previews, reconstruct.html).",
+    "reconstruct (checkpoint + photos -> meshes, previews, reconstruct.html); export (a run -> the network alone).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -78,9 +78,49 @@ def main() -> None:
 EXIT_WITHOUT_TEARDOWN = {"reconstruct"}
 
 
+def plain_help(command) -> None:
+    """Help as people read it, on the click command typer builds: no `<bool>` beside an on/off flag (it takes no
+    value), and each help paragraph one line that the terminal wraps (source lines broken at 120 columns made
+    ragged help at any other width). Indented lines stay as they are."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    if hasattr(command, "get_help_option"):  # --help is made when help is asked for, not kept in params
+        made = command.get_help_option
+
+        def get_help_option(ctx, made=made):
+            option = made(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = get_help_option
+    if getattr(command, "help", None):
+        command.help = reflow(command.help)
+
+
+def reflow(text: str) -> str:
+    """Join the lines of each paragraph (paragraphs: separated by a blank line; indented lines kept apart)."""
+    paragraphs = []
+    for paragraph in text.strip().split("\n\n"):
+        lines = paragraph.splitlines()
+        joined: list[str] = []
+        for line in lines:
+            if joined and not line.startswith(" ") and not joined[-1].startswith(" "):
+                joined[-1] = f"{joined[-1].rstrip()} {line.strip()}"
+            else:
+                joined.append(line.rstrip())
+        paragraphs.append("\n".join(joined))
+    return "\n\n".join(paragraphs)
+
+
 def _run(app: typer.Typer) -> None:
     try:
-        app()
+        command = typer.main.get_command(app)
+        plain_help(command)
+        command(prog_name="aps")
     except SystemExit:
         raise
     except KeyboardInterrupt:

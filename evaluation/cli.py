@@ -6,11 +6,24 @@ The stage's modules are imported when a command runs, not here: aps/cli.py impor
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import typer
 
+from common.cli_options import (
+    CHECKPOINT_HELP,
+    COARSE,
+    DEVICE,
+    FORMATS,
+    PAGE_FACES,
+    RESOLUTION,
+    SCHEDULER,
+    THREADS,
+    WORKERS,
+    resolve_device,
+)
 from common.cluster import default_workers
 from common.out_folder import check_out_folder
 
@@ -18,40 +31,37 @@ from common.out_folder import check_out_folder
 def evaluate(
     runs: list[Path] = typer.Argument(None, metavar="[RUN_DIR_OR_CSV]...",
                                       help="With --compare: eval output folders or their metrics.csv files."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint of `aps train` or its run folder."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
     data: Path = typer.Option(None, "--data", help="Preprocessed store (the output of `aps preprocess`)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     split: str = typer.Option("test", help="Split whose objects are evaluated."),
     view: int = typer.Option(0, help="Index of the stored view used as the single input image."),
-    resolution: int = typer.Option(256, help="Grid cells per axis of the mesh extraction, 8 to 1024 (paper: 256)."),
-    coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction (--resolution must be it "
-                               "times a power of two); 0 for the dense grid."),
+    resolution: int = RESOLUTION,
+    coarse: int = COARSE,
     level: str = typer.Option("auto", help="Occupancy level of the mesh and the IoU: auto (the checkpoint's own: "
                               "0.5, or for a network trained on a soft label v(d, s) the label's value half a voxel "
                               "outside the surface, docs/METHOD.md) or a number in (0, 1)."),
-    formats: list[str] = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable)."),
+    formats: list[str] = FORMATS,
     original_units: bool = typer.Option(False, "--original-units",
                                         help="Also write meshes in source units (p*scale+center)."),
     silhouette_views: int = typer.Option(8, help="Stored views compared by silhouette IoU."),
     pictures: bool = typer.Option(True, "--pictures/--no-pictures",
                                   help="Draw input | prediction | ground truth per object (pictures/, report.md) "
                                   "and put its meshes in report.html's 3D view."),
-    page_faces: int = typer.Option(3000, "--page-faces", help="Faces of each mesh in report.html (decimated for "
-                                   "the page only; ~0.1 MB per object at 3000)."),
-    batch_size: int = typer.Option(None, help="Points per network query (bounds memory; default 4096 on a CPU, "
-                                   "262144 on a GPU)."),
+    page_faces: int = PAGE_FACES,
+    batch_size: int = typer.Option(None, "--points-per-query", show_default="4096 on a CPU, 262144 on a GPU",
+                                   help="Points per network query (bounds memory)."),
+    old_batch_size: int = typer.Option(None, "--batch-size", hidden=True,
+                                       help="The former name of --points-per-query (aps train's --batch-size counts "
+                                       "object-views)."),
     limit: int = typer.Option(None, help="Evaluate only the first N objects of the split."),
     objects: list[str] = typer.Option([], "--object", help="Evaluate only this object id (repeatable)."),
     per_category: int = typer.Option(None, "--per-category",
                                      help="Evaluate the first N objects of each category of the split."),
-    scheduler: str = typer.Option("local", help="'local' (a Dask LocalCluster sized to this machine), 'serial' "
-                                  "(a plain loop), or the ADDRESS of a running Dask scheduler (its workers must "
-                                  "see --data, --checkpoint and --out)."),
-    workers: int = typer.Option(None, help="Worker processes of the local cluster (default: one per core)."),
-    device: str = typer.Option("cpu", help="Torch device of the network. cuda: this process owns it and sends "
-                               "every query there; the workers compute the metrics."),
-    threads: int = typer.Option(None, help="Torch CPU threads of the process that owns the network with "
-                                "--scheduler serial or a GPU (default: one per core); a CPU Dask worker uses 1."),
+    scheduler: str = SCHEDULER,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+    threads: int = THREADS,
     precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32; the default, so that a "
                                   "checkpoint's metrics do not depend on the CPU) | auto (bf16 where the hardware "
                                   "has it and a timed decoder call is faster: 1.5-2x faster queries, meshes within "
@@ -90,6 +100,13 @@ def evaluate(
     from pipeline.schema.read import open_store
 
     # every option is checked before anything is loaded or written (EvalConfig checks its own fields)
+    if old_batch_size is not None:
+        if batch_size is not None:
+            raise ValueError("give --points-per-query alone (--batch-size is its former name)")
+        logging.getLogger(__name__).warning("--batch-size is now --points-per-query (aps train's --batch-size "
+                                            "counts object-views); using it as --points-per-query")
+        batch_size = old_batch_size
+    device = resolve_device(device)
     gpu = device.startswith("cuda")
     batch_size = batch_size if batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,

@@ -63,7 +63,7 @@ class EvalConfig:
         check_formats(self.formats)
         check_grid(self.resolution, self.coarse)
         check_page_faces(self.page_faces)
-        at_least = {"--view": (self.view, 0), "--batch-size": (self.batch_size, 1),
+        at_least = {"--view": (self.view, 0), "--points-per-query": (self.batch_size, 1),
                     "--silhouette-views": (self.silhouette_views, 1), "--limit": (self.limit, 1),
                     "--per-category": (self.per_category, 1), "n_samples": (self.n_samples, 1),
                     "picture_scale": (self.picture_scale, 1)}

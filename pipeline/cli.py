@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from common.cli_options import SCHEDULER, WORKERS
 from common.cluster import Executor
 from pipeline.manifest import folder_manifest, load_manifest
 
@@ -77,9 +78,8 @@ def preprocess(
                                 "(no manifest needed; split 80/10/10 by a hash of each object id, at least one "
                                 "val and one test object from 3 objects on)."),
     out: Path = typer.Option(None, "--out", "-o", help="Store to write (default: data/<dataset name>)."),
-    scheduler: str = typer.Option("local", help="'local' (a Dask LocalCluster sized to this machine), 'serial' "
-                                  "(a plain loop), or the ADDRESS of a running Dask scheduler."),
-    workers: int = typer.Option(None, help="Worker processes of the local cluster (default: one per core)."),
+    scheduler: str = SCHEDULER,
+    workers: int = WORKERS,
     views: int = typer.Option(None, help="Rendered views per object (default 24)."),
     image_size: int = typer.Option(None, help="Rendered image side in pixels (default 137)."),
     shard_size: int = typer.Option(None, help="Objects per zarr shard (default 16)."),

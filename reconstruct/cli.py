@@ -8,10 +8,12 @@ functions of the rooms below (photos, framing, reconstruction, preview).
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 import typer
 
+from common.cli_options import CHECKPOINT_HELP, COARSE, DEVICE, FORMATS, PAGE_FACES, RESOLUTION, THREADS, resolve_device
 from common.errors import first_line
 
 PREVIEW_SUFFIX = ".preview.png"
@@ -59,17 +61,16 @@ def reconstruct(
     source: Path = typer.Argument(..., metavar="IMAGE_OR_FOLDER",
                                   help="A photo (PNG/JPEG/..., RGB on a plain background or an RGBA cut-out) "
                                   "or a folder of them."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint of `aps train` or its run folder."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder: <stem>.<format>, <stem>.json, <stem>.preview.png, "
                              "reconstruct.html."),
-    formats: list[str] = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable)."),
-    size: float = typer.Option(None, "--size",
-                               help="Real size (e.g. mm) of the object's largest dimension, up to 1e12: the mesh "
-                               "is scaled to it. Default: the normalised frame (largest side about 1)."),
-    resolution: int = typer.Option(128, help="Grid cells per axis of the extraction box [-0.9, 0.9]^3, 8 to 1024 "
-                                   "(128: spacing 0.014 output units; 256: 0.007, ~4x the queries)."),
-    coarse: int = typer.Option(32, help="First grid of the coarse-to-fine extraction (--resolution must be it "
-                               "times a power of two); 0 for the dense grid."),
+    formats: list[str] = FORMATS,
+    size_text: str = typer.Option(None, "--size", show_default="the normalised frame, largest side about 1",
+                                  help="Real size of the object's largest dimension with its unit: 120mm, 12cm, "
+                                  "0.12m or 4.7in (a bare number is mm). PLY, OBJ and STL are written in that unit, "
+                                  "GLB in metres (glTF's unit); the .json beside each mesh says which."),
+    resolution: int = RESOLUTION,
+    coarse: int = COARSE,
     data: Path = typer.Option(None, "--data", help="The training store: measure the framing (fill, camera "
                               "distance, view size) on its views (default: the store named in the checkpoint, "
                               "where it exists; else the demo store's figures)."),
@@ -82,10 +83,9 @@ def reconstruct(
                             "GrabCut finds it there."),
     page: bool = typer.Option(True, "--page/--no-page", help="Write reconstruct.html: every photo of this call and "
                               "its mesh in a 3D view, one offline file."),
-    page_faces: int = typer.Option(3000, "--page-faces", help="Faces of each mesh on the page (decimated for the "
-                                   "page only)."),
-    device: str = typer.Option("cpu", help="Torch device of the predictor."),
-    threads: int = typer.Option(2, help="Torch CPU threads."),
+    page_faces: int = PAGE_FACES,
+    device: str = DEVICE,
+    threads: int = THREADS,
     precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32, the default: the same "
                                   "mesh on every machine) | auto (bf16 where the hardware has it and a timed decoder "
                                   "call is faster: it moves the 0.5-level slightly, docs/EVALUATION.md) | bf16."),
@@ -124,9 +124,9 @@ def reconstruct(
     from reconstruct.reconstruction import (
         RECONSTRUCT_VERSION,
         check_mesh,
-        check_size,
         mask_warnings,
         metadata,
+        parse_size,
         reconstruct_image,
         scale_to_size,
     )
@@ -134,19 +134,19 @@ def reconstruct(
 
     # every option is checked before anything is loaded or written
     check_formats(formats)
-    if size is not None:
-        check_size(size)
+    size = parse_size(size_text) if size_text is not None else None
     check_grid(resolution, coarse)
     check_page_faces(page_faces)
     box_px = _box(box) if box else None
-    if threads < 1:
+    if threads is not None and threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads}")
+    device = resolve_device(device)
     files = _inputs(source, out)
     if mask is not None and not (mask.is_file() if source.is_file() else mask.is_dir()):
         raise FileNotFoundError(f"{mask}: --mask must be {'an image' if source.is_file() else 'a folder of masks'} "
                                 f"for {source}")
     check_out_folder(out, "reconstruct")  # not a training run, an eval report or a store
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     predictor = load_predictor(checkpoint, device=device, precision=precision)
     if data is None and predictor.data and Path(predictor.data, "index.json").is_file():
         data = Path(predictor.data)  # the training store named in the checkpoint, where it is still there
@@ -172,8 +172,9 @@ def reconstruct(
                                        found=found, box=box_px)
             check_mesh(result, resolution, str(path))
             notes = mask_warnings(result)
-            vertices = result.vertices if size is None else scale_to_size(result.vertices, size)
             for fmt in formats:
+                vertices = result.vertices if size is None else \
+                    scale_to_size(result.vertices, size.value_in(size.unit_of(fmt)))
                 write_mesh(vertices, result.faces, out / f"{path.stem}.{fmt}")
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
@@ -182,8 +183,9 @@ def reconstruct(
             info = {"image": str(path), "checkpoint": str(predictor.path), "precision": predictor.precision,
                     "resolution": resolution,
                     "decoded_scale": 1 / reduced,  # < 1: a JPEG above MAX_PIXELS; pixel figures are of it
-                    "coarse": coarse or None, "seconds": round(result.seconds, 3), "size": size,
-                    "units": "normalised" if size is None else "as --size",
+                    "coarse": coarse or None, "seconds": round(result.seconds, 3),
+                    "size": None if size is None else size.value, "size_unit": None if size is None else size.unit,
+                    "units": {fmt: "normalised" if size is None else size.unit_of(fmt) for fmt in formats},
                     "formats": list(formats), "version": RECONSTRUCT_VERSION, "warnings": notes,
                     **metadata(result, framing)}
             atomic_write_text(out / f"{path.stem}.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
@@ -202,7 +204,7 @@ def reconstruct(
                 save_png(picture, out / f"{path.stem}{PREVIEW_SUFFIX}")
     if page and items:
         settings = {"checkpoint": str(predictor.path), "precision": predictor.precision, "resolution": resolution,
-                    "coarse": coarse or None, "size": size}
+                    "coarse": coarse or None, "size": None if size is None else str(size)}
         page_path, page_bytes = write_reconstruct_page(out, items, settings, page_faces)
         typer.echo(f"wrote {page_path} ({page_bytes / 1e6:.1f} MB, meshes at <= {page_faces} faces)")
     typer.echo(f"{len(files) - len(failures)} of {len(files)} images reconstructed into {out}")

@@ -135,6 +135,47 @@ def check_size(size: float) -> None:
                          f"e.g. in mm), got {size}")
 
 
+UNIT_METRES = {"mm": 1e-3, "cm": 1e-2, "m": 1.0, "in": 0.0254}
+"""the units --size takes, in metres; a bare number is millimetres (the unit of CAD parts and their drawings)"""
+FORMAT_UNITS = {"glb": "m"}
+"""formats whose own convention fixes the unit: glTF's is the metre (its spec); PLY, OBJ and STL have none and are
+written in the unit --size was given in"""
+
+
+@dataclass(frozen=True)
+class Size:
+    """The object's real largest dimension: a value and its unit (mm, cm, m or in)."""
+
+    value: float
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.value:g} {self.unit}"
+
+    def unit_of(self, fmt: str) -> str:
+        """The unit a mesh file of this format is written in."""
+        return FORMAT_UNITS.get(fmt, self.unit)
+
+    def value_in(self, unit: str) -> float:
+        """The size in another unit (e.g. metres for glTF)."""
+        return self.value * UNIT_METRES[self.unit] / UNIT_METRES[unit]
+
+
+def parse_size(text: str) -> Size:
+    """'120mm', '12 cm', '0.12m', '4.7in' or a bare '120' (millimetres) -> Size; anything else, a non-finite,
+    non-positive or too large value is refused in one line naming the units."""
+    t = str(text).strip().lower()
+    unit = next((u for u in sorted(UNIT_METRES, key=len, reverse=True) if t.endswith(u)), "")
+    number = t[: len(t) - len(unit)].strip() if unit else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"--size {text!r} is not a length like 120mm, 12cm, 0.12m or 4.7in (a bare number is "
+                         "mm)") from None
+    check_size(value)
+    return Size(value, unit or "mm")
+
+
 def scale_to_size(vertices: np.ndarray, size: float) -> np.ndarray:
     """Scale (about the origin) so the largest side of the bounding box is `size` (e.g. millimetres)."""
     check_size(size)

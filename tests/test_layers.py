@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 # bottom to top: a package may import itself and the packages before it, never one after it
 LAYERS = ["common", "pipeline", "trainer", "inference", "evaluation", "reconstruct", "experiments", "aps"]
-COMMANDS = {"pipeline.cli", "trainer.cli", "evaluation.cli", "reconstruct.cli", "aps.cli"}
+COMMANDS = {"pipeline.cli", "trainer.cli", "inference.cli", "evaluation.cli", "reconstruct.cli", "aps.cli"}
 
 
 def _modules() -> dict[str, Path]:

@@ -11,13 +11,11 @@ predictor (and through it `aps eval` and `aps reconstruct`) loads through them.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 import re
-import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +114,17 @@ class TrainingState:
                                   "run cannot resume from it: start a new --out")
 
 
+WEIGHTS_ONLY = ("optimizer", "scaler", "rng")
+"""what best.ckpt and an export leave out: only a resume reads them, and Adam's two moments are twice the weights"""
+
+
+def weights_state(state: TrainingState) -> TrainingState:
+    """The state as best.ckpt and `aps export` keep it: the weights, the config and the record (epoch, history,
+    s schedule, data), without WEIGHTS_ONLY; eval and reconstruct load it like any checkpoint, a resume refuses it
+    (check_resumable)."""
+    return replace(state, **dict.fromkeys(WEIGHTS_ONLY))
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """torch.save under a temporary name in the same folder, then renamed: a kill never leaves half a file.
     A full disk raises common.atomic.DiskFullError naming `path`, which is then as it was."""
@@ -127,20 +136,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             torch.save({"checkpoint_version": CHECKPOINT_VERSION, **payload}, f)
 
     atomic_write(path, write)
-
-
-def copy_checkpoint(source: str | Path, target: str | Path) -> None:
-    """`target` becomes the file `source` is, atomically: a hard link under a temporary name renamed over it
-    (no second copy on disk; the next atomic write of `source` gives it a new file and leaves `target`
-    alone), or a byte copy where the filesystem has no hard links."""
-
-    def link(tmp: Path) -> None:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-
-    atomic_write(target, link)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

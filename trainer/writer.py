@@ -23,9 +23,9 @@ from trainer.checkpoint import (
     LAST,
     CheckpointError,
     TrainingState,
-    copy_checkpoint,
     load_state,
     save_state,
+    weights_state,
 )
 from trainer.config import BOUNDS_EPOCHS_MAX, TrainConfig, describe, to_dict
 from trainer.labels import SChange
@@ -145,12 +145,12 @@ class RunWriter:
             log.info("s changed after epoch %d: validation F1 %.4f, s %.4f -> %.4f",
                      row["epoch"], record.change.f1, record.change.old_s, record.change.new_s)
         try:
-            # last.ckpt first: a kill before best.ckpt is linked to it leaves a state the next --resume repairs
-            # from last.ckpt (repair_run_folder); the other order would leave best.ckpt of an epoch the record
-            # never saw
+            # last.ckpt first: a kill before best.ckpt is written leaves a state the next --resume repairs from
+            # last.ckpt (repair_run_folder); the other order would leave best.ckpt of an epoch the record never
+            # saw
             save_state(self.out / LAST, state)
-            if record.improved:
-                copy_checkpoint(self.out / LAST, self.out / BEST)
+            if record.improved:  # the weights and the record: the resume state rides in last.ckpt only
+                save_state(self.out / BEST, weights_state(state))
             _write_metrics(self.out, state.history)
             _plot(self.out, state.history)
         except DiskFullError as exc:
@@ -177,8 +177,8 @@ class RunWriter:
 def repair_run_folder(out: Path, state: TrainingState) -> None:
     """Make best.ckpt and metrics.csv agree with the run's record (last.ckpt's `state`: its history and best F1)
     again after a run was killed between its writes of one epoch (last.ckpt is written first), logging each
-    repair. best.ckpt not of the record's best epoch is replaced by last.ckpt when that is the best epoch
-    (the only case a kill can leave); otherwise its weights are gone, and that is said."""
+    repair. best.ckpt not of the record's best epoch is rewritten from last.ckpt (its weights and record) when that
+    is the best epoch (the only case a kill can leave); otherwise its weights are gone, and that is said."""
     best_path, want = out / BEST, state.best_epoch()
     if want is not None:
         record = (want, state.best_val_f1)
@@ -191,9 +191,9 @@ def repair_run_folder(out: Path, state: TrainingState) -> None:
             was = (f"held epoch {has[0] + 1} (val F1 {has[1]:.4f})" if isinstance(has, tuple) else
                    f"was unusable ({has})" if best_path.exists() else "was missing")
             if want == state.epoch:
-                copy_checkpoint(out / LAST, best_path)
+                save_state(best_path, weights_state(state))
                 log.warning("repaired %s: it %s, the run's record names epoch %d (val F1 %.4f) best; it is now "
-                            "that epoch's checkpoint, last.ckpt (the run was stopped between the two writes)",
+                            "that epoch's weights, from last.ckpt (the run was stopped between the two writes)",
                             best_path, was, want + 1, record[1])
             else:
                 log.warning("%s %s, but the run's record names epoch %d (val F1 %.4f) best, whose weights are no "

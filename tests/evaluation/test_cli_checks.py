@@ -63,12 +63,14 @@ def outputs(eval_store, module_tmp):
                          "256 is a power of two times (128, 64, 32, 16, 8, 4, 2), got -8"),
     (["--view", "-1"], "--view must be an integer >= 0, got -1"),
     (["--silhouette-views", "0"], "--silhouette-views must be an integer >= 1, got 0"),
-    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--points-per-query", "0"], "--points-per-query must be an integer >= 1, got 0"),
+    (["--batch-size", "0"], "--points-per-query must be an integer >= 1, got 0"),  # its former name still works
     (["--limit", "0"], "--limit must be an integer >= 1, got 0"),
     (["--per-category", "0"], "--per-category must be an integer >= 1, got 0"),
     (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
 ], ids=RESOLUTION_IDS + ["coarse-not-a-divisor", "coarse-negative",
-        "view-negative", "silhouette-views-0", "batch-size-0", "limit-0", "per-category-0", "workers-0"])
+        "view-negative", "silhouette-views-0", "points-per-query-0", "batch-size-0", "limit-0", "per-category-0",
+        "workers-0"])
 def test_eval_options_no_object_can_use_are_refused_before_anything_is_written(options, message, outputs,
                                                                                 eval_store, tmp_path):
     """Each of these failed every object (division by zero, negative dimensions, a 101 GiB allocation) and still

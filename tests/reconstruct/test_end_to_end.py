@@ -133,7 +133,7 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chro
     out = tmp_path / "out"
     done = subprocess.run([*APS, "reconstruct", str(folder), "--checkpoint", str(recon_run[0]), "--out", str(out),
                            "--resolution", "32", "--coarse", "8", "--format", "ply", "--format", "stl",
-                           "--size", "250"], capture_output=True, text=True, timeout=600)
+                           "--format", "glb", "--size", "25cm"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last == "aps: error: 2 of 4 images failed: blank.png, notes.txt", done.stderr[-2000:]
@@ -143,10 +143,14 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chro
 
     for stem in ("part_rgba", "part_table"):
         mesh = trimesh.load(out / f"{stem}.ply", process=False)
-        assert np.isclose(mesh.extents.max(), 250.0, rtol=1e-4)
+        assert np.isclose(mesh.extents.max(), 25.0, rtol=1e-4)  # PLY in the unit --size was given in
+        glb = trimesh.load(out / f"{stem}.glb", force="mesh", process=False)
+        assert np.isclose(glb.extents.max(), 0.25, rtol=1e-4)  # glTF in metres
         assert (out / f"{stem}.stl").is_file() and (out / f"{stem}.preview.png").is_file()
         info = json.loads((out / f"{stem}.json").read_text())
-        assert info["size"] == 250.0 and info["resolution"] == 32 and info["seconds"] > 0
+        assert info["size"] == 25.0 and info["size_unit"] == "cm"
+        assert info["units"] == {"ply": "cm", "stl": "cm", "glb": "m"}
+        assert info["resolution"] == 32 and info["seconds"] > 0
         assert info["mask"]["area_px"] > 0 and info["checkpoint"].endswith(".ckpt") and info["version"]
         # no --data: the framing is measured on the training store the checkpoint names (it still exists)
         expected = framing_from_store(open_store(demo_store)).distance

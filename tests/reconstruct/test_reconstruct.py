@@ -150,6 +150,22 @@ def test_scale_to_size():
         scale_to_size(v, 0.0)
 
 
+def test_a_size_carries_its_unit_and_glb_is_written_in_metres():
+    from reconstruct.reconstruction import parse_size
+
+    assert (parse_size("120").value, parse_size("120").unit) == (120.0, "mm")  # a bare number: millimetres
+    twelve = parse_size(" 12 cm ")
+    assert (twelve.value, twelve.unit, str(twelve)) == (12.0, "cm", "12 cm")
+    assert twelve.unit_of("ply") == twelve.unit_of("stl") == twelve.unit_of("obj") == "cm"
+    assert twelve.unit_of("glb") == "m" and twelve.value_in("m") == pytest.approx(0.12)
+    assert parse_size("4.7in").value_in("mm") == pytest.approx(119.38)
+    assert parse_size("0.12m").value_in("mm") == pytest.approx(120.0)
+    for bad, reason in (("12ft", "not a length like 120mm"), ("mm", "not a length"), ("0mm", "must be positive"),
+                        ("-3cm", "must be positive"), ("infm", "finite")):
+        with pytest.raises(ValueError, match=reason):
+            parse_size(bad)
+
+
 def test_load_image_reads_cutouts_and_refuses_other_files(tmp_path):
     from PIL import Image
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -57,6 +58,17 @@ def test_run_folder_contents(analytic_store, tmp_path):
     assert all(float(r["s"]) == 0.5 for r in rows)
     assert summary.best_val_f1 == max(float(r["val_f1"]) for r in rows)
     assert not list(out.glob(".*.tmp")), "a temporary checkpoint was left behind"
+    # best.ckpt holds the weights and the record; Adam's moments and the RNG states ride in last.ckpt only
+    from trainer.checkpoint import load_state
+
+    best, last = load_checkpoint(out / "best.ckpt"), load_checkpoint(out / "last.ckpt")
+    assert last["optimizer"] is not None and last["rng"] is not None
+    assert best["optimizer"] is None and best["scaler"] is None and best["rng"] is None
+    assert best["history"] and best["s_schedule"] is not None and best["model"].keys() == last["model"].keys()
+    assert (out / "best.ckpt").stat().st_size < 0.6 * (out / "last.ckpt").stat().st_size
+    assert not os.path.samefile(out / "best.ckpt", out / "last.ckpt")
+    with pytest.raises(CheckpointError, match="cannot resume from it"):
+        load_state(out / "best.ckpt").check_resumable(out / "best.ckpt")
     # curves.png draws the validation IoU (the test metric's kind) beside F1, from the same history
     from trainer.writer import curve_panels
 
