@@ -26,6 +26,9 @@ COARSE = typer.Option(32, "--coarse", help="First grid of the coarse-to-fine ext
 FORMATS = typer.Option(["ply"], "--format", help="ply, obj, glb or stl (repeatable).")
 PAGE_FACES = typer.Option(3000, "--page-faces", help="Faces of each mesh in the command's HTML page (decimated for "
                           "the page only; ~0.1 MB per object at 3000).")
+FACES = typer.Option(None, "--faces", show_default="the full mesh",
+                     help="Write each mesh decimated to at most N faces (quadric error decimation, at least 100); the "
+                     "metrics, pictures and page always use the full mesh.")
 CHECKPOINT_HELP = "Checkpoint of `aps train`, or its run folder (then its best.ckpt; the log says which file)."
 
 

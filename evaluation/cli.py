@@ -16,6 +16,7 @@ from common.cli_options import (
     CHECKPOINT_HELP,
     COARSE,
     DEVICE,
+    FACES,
     FORMATS,
     PAGE_FACES,
     RESOLUTION,
@@ -49,6 +50,7 @@ def evaluate(
                                   help="Draw input | prediction | ground truth per object (pictures/, report.md) "
                                   "and put its meshes in report.html's 3D view."),
     page_faces: int = PAGE_FACES,
+    faces: int = FACES,
     batch_size: int = typer.Option(None, "--points-per-query", show_default="4096 on a CPU, 262144 on a GPU",
                                    help="Points per network query (bounds memory)."),
     old_batch_size: int = typer.Option(None, "--batch-size", hidden=True,
@@ -112,7 +114,8 @@ def evaluate(
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,
                         level=0.5 if level == "auto" else _level(level),
                         batch_size=batch_size, formats=tuple(formats), original_units=original_units,
-                        silhouette_views=silhouette_views, pictures=pictures, page_faces=page_faces, limit=limit,
+                        silhouette_views=silhouette_views, pictures=pictures, page_faces=page_faces, faces=faces,
+                        limit=limit,
                         objects=tuple(objects),
                         per_category=per_category, extra={"checkpoint": str(checkpoint)})
     for name, value in (("--workers", workers), ("--threads", threads)):

@@ -46,6 +46,9 @@ class EvalConfig:
     """pictures are rendered at this multiple of the stored image size"""
     page_faces: int = PAGE_FACES
     """faces of each mesh in report.html (decimated; metrics always use the full mesh). With pictures only"""
+    faces: int | None = None
+    """write each mesh file decimated to at most this many faces (evaluation.mesh_page.decimate); None: the full
+    mesh. Metrics, pictures and the page always use the full mesh"""
     limit: int | None = None
     """evaluate only the first N objects of the split (after objects and per_category)"""
     objects: tuple[str, ...] = ()
@@ -63,6 +66,8 @@ class EvalConfig:
         check_formats(self.formats)
         check_grid(self.resolution, self.coarse)
         check_page_faces(self.page_faces)
+        if self.faces is not None:
+            check_page_faces(self.faces, "--faces")
         at_least = {"--view": (self.view, 0), "--points-per-query": (self.batch_size, 1),
                     "--silhouette-views": (self.silhouette_views, 1), "--limit": (self.limit, 1),
                     "--per-category": (self.per_category, 1), "n_samples": (self.n_samples, 1),

@@ -34,9 +34,10 @@ PRED_RGB = (0.93, 0.55, 0.25)
 GT_RGB = (0.55, 0.68, 0.85)
 
 
-def check_page_faces(budget: int) -> None:
+def check_page_faces(budget: int, option: str = "--page-faces") -> None:
+    """Refuse a face budget decimate cannot meet (a mesh of fewer than 100 faces shows no shape)."""
     if not (isinstance(budget, int) and budget >= MIN_PAGE_FACES):
-        raise ValueError(f"--page-faces must be an integer >= {MIN_PAGE_FACES}, got {budget!r}")
+        raise ValueError(f"{option} must be an integer >= {MIN_PAGE_FACES}, got {budget!r}")
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:

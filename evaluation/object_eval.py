@@ -25,7 +25,7 @@ from common.errors import first_line
 from common.timing import LapTimer
 from evaluation import metrics
 from evaluation.config import EvalConfig
-from evaluation.mesh_page import GT_RGB, PRED_RGB, encode_meshes, png_data_url, view_from_camera
+from evaluation.mesh_page import GT_RGB, PRED_RGB, decimate, encode_meshes, png_data_url, view_from_camera
 from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.results import ObjectResult, ResultFolder
 from inference.extract_mesh import CountingField, Extraction, Field, extract_mesh
@@ -163,14 +163,16 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
     clock.lap("silhouettes")
 
     files = []
+    # the files at --faces, if asked; every metric above and the pictures below use the full mesh
+    file_v, file_f = (vertices, faces) if config.faces is None else decimate(vertices, faces, config.faces)
     for fmt in config.formats:
         path = object_file(out_dir / "meshes", object_id, f".{fmt}")
-        write_mesh(vertices, faces, path)
+        write_mesh(file_v, file_f, path)
         files.append(path.relative_to(out_dir).as_posix())
         if config.original_units:
-            original = vertices * float(ref["scale"]) + np.asarray(ref["center"], np.float32)
+            original = file_v * float(ref["scale"]) + np.asarray(ref["center"], np.float32)
             path = object_file(out_dir / "meshes_original_units", object_id, f".{fmt}")
-            write_mesh(original.astype(np.float32), faces, path)
+            write_mesh(original.astype(np.float32), file_f, path)
             files.append(path.relative_to(out_dir).as_posix())
     clock.lap("write")
 

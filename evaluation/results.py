@@ -88,6 +88,8 @@ def run_identity(config, field_id: str, store) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_DIGEST}
     if settings.get("level") == 0.5:  # the level every eval had before it was a setting: those folders resume
         del settings["level"]
+    if settings.get("faces") is None:  # the full mesh, as every eval before --faces wrote: those folders resume
+        settings.pop("faces", None)
     if settings.get("page_faces") == PAGE_FACES:  # likewise (their objects show in report.html without a view)
         del settings["page_faces"]
     return {"result_version": RESULT_VERSION, "field": field_id,

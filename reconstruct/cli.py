@@ -13,7 +13,17 @@ from pathlib import Path
 
 import typer
 
-from common.cli_options import CHECKPOINT_HELP, COARSE, DEVICE, FORMATS, PAGE_FACES, RESOLUTION, THREADS, resolve_device
+from common.cli_options import (
+    CHECKPOINT_HELP,
+    COARSE,
+    DEVICE,
+    FACES,
+    FORMATS,
+    PAGE_FACES,
+    RESOLUTION,
+    THREADS,
+    resolve_device,
+)
 from common.errors import first_line
 
 PREVIEW_SUFFIX = ".preview.png"
@@ -84,6 +94,7 @@ def reconstruct(
     page: bool = typer.Option(True, "--page/--no-page", help="Write reconstruct.html: every photo of this call and "
                               "its mesh in a 3D view, one offline file."),
     page_faces: int = PAGE_FACES,
+    faces: int = FACES,
     device: str = DEVICE,
     threads: int = THREADS,
     precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32, the default: the same "
@@ -110,7 +121,7 @@ def reconstruct(
     from common.atomic import atomic_write_text
     from common.out_folder import check_out_folder
     from common.progress import bar_options
-    from evaluation.mesh_page import check_page_faces
+    from evaluation.mesh_page import check_page_faces, decimate
     from evaluation.render import save_png
     from inference.extract_mesh import check_grid
     from inference.mesh_io import check_formats, write_mesh
@@ -137,6 +148,8 @@ def reconstruct(
     size = parse_size(size_text) if size_text is not None else None
     check_grid(resolution, coarse)
     check_page_faces(page_faces)
+    if faces is not None:
+        check_page_faces(faces, "--faces")
     box_px = _box(box) if box else None
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads}")
@@ -172,10 +185,12 @@ def reconstruct(
                                        found=found, box=box_px)
             check_mesh(result, resolution, str(path))
             notes = mask_warnings(result)
+            # the files at --faces, if asked; the preview and the page draw the full mesh (the page its own cut)
+            file_v, file_f = (result.vertices, result.faces) if faces is None else \
+                decimate(result.vertices, result.faces, faces)
             for fmt in formats:
-                vertices = result.vertices if size is None else \
-                    scale_to_size(result.vertices, size.value_in(size.unit_of(fmt)))
-                write_mesh(vertices, result.faces, out / f"{path.stem}.{fmt}")
+                vertices = file_v if size is None else scale_to_size(file_v, size.value_in(size.unit_of(fmt)))
+                write_mesh(vertices, file_f, out / f"{path.stem}.{fmt}")
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
             if page:
@@ -186,10 +201,11 @@ def reconstruct(
                     "coarse": coarse or None, "seconds": round(result.seconds, 3),
                     "size": None if size is None else size.value, "size_unit": None if size is None else size.unit,
                     "units": {fmt: "normalised" if size is None else size.unit_of(fmt) for fmt in formats},
-                    "formats": list(formats), "version": RECONSTRUCT_VERSION, "warnings": notes,
+                    "formats": list(formats), "faces_written": int(len(file_f)),
+                    "version": RECONSTRUCT_VERSION, "warnings": notes,
                     **metadata(result, framing)}
             atomic_write_text(out / f"{path.stem}.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
-            tqdm.write(f"{path.name}: {result.seconds:.1f} s, {len(result.faces)} faces -> "
+            tqdm.write(f"{path.name}: {result.seconds:.1f} s, {len(file_f)} faces -> "
                        f"{out / f'{path.stem}.{formats[0]}'}")
             for note in notes:
                 tqdm.write(f"warning: {path.name}: {note} (see {path.stem}{PREVIEW_SUFFIX})", file=sys.stderr)

@@ -64,6 +64,25 @@ def test_true_field_scores_near_perfect_and_writes_everything(true_run):
         assert row["n_queries"] < 65**3
 
 
+def test_faces_decimates_the_files_and_leaves_the_metrics_to_the_full_mesh(true_run, tmp_path):
+    """--faces N: each mesh file at most N faces, with normals, in the same place; every metric is the full
+    mesh's (the same rows as the run without it, but for the seconds)."""
+    store, full_out, full_rows = true_run
+    config = EvalConfig(resolution=64, coarse=16, formats=("ply", "obj"), original_units=True, n_samples=20_000,
+                        silhouette_views=4, faces=300, pictures=False)
+    rows = evaluate_store(store, true_field(store), tmp_path / "cut", config, progress=False)
+    for row, full in zip(rows, full_rows, strict=True):
+        for key in ("iou", "chamfer_l1", "fscore", "normal_consistency", "silhouette_iou", "n_faces"):
+            assert row[key] == full[key], key
+        assert full["n_faces"] > 300
+        mesh = trimesh.load(tmp_path / "cut" / "meshes" / f"{row['object_id']}.ply", process=False)
+        assert 100 < len(mesh.faces) <= 300 and "vertex_normals" in mesh._cache
+        whole = trimesh.load(full_out / "meshes" / f"{row['object_id']}.ply", process=False)
+        assert np.abs(mesh.bounds - whole.bounds).max() < 0.05  # the same shape, fewer faces
+        assert len(trimesh.load(tmp_path / "cut" / "meshes_original_units" / f"{row['object_id']}.obj",
+                                force="mesh", process=False).faces) <= 300
+
+
 def test_meshes_are_in_the_normalised_frame_and_in_original_units(true_run):
     store, out, rows = true_run
     oid = rows[0]["object_id"]

@@ -133,7 +133,8 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chro
     out = tmp_path / "out"
     done = subprocess.run([*APS, "reconstruct", str(folder), "--checkpoint", str(recon_run[0]), "--out", str(out),
                            "--resolution", "32", "--coarse", "8", "--format", "ply", "--format", "stl",
-                           "--format", "glb", "--size", "25cm"], capture_output=True, text=True, timeout=600)
+                           "--format", "glb", "--size", "25cm", "--faces", "150"], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last == "aps: error: 2 of 4 images failed: blank.png, notes.txt", done.stderr[-2000:]
@@ -151,6 +152,7 @@ def test_aps_reconstruct_on_a_folder(case, recon_run, demo_store, tmp_path, chro
         assert info["size"] == 25.0 and info["size_unit"] == "cm"
         assert info["units"] == {"ply": "cm", "stl": "cm", "glb": "m"}
         assert info["resolution"] == 32 and info["seconds"] > 0
+        assert len(mesh.faces) == info["faces_written"] <= 150 and "vertex_normals" in mesh._cache
         assert info["mask"]["area_px"] > 0 and info["checkpoint"].endswith(".ckpt") and info["version"]
         # no --data: the framing is measured on the training store the checkpoint names (it still exists)
         expected = framing_from_store(open_store(demo_store)).distance
