@@ -13,14 +13,25 @@ for pkg in libeigen3-dev libusb-1.0-0 libgomp1 libglu1-mesa libxcursor1 libxft2 
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
-  echo "setup: installing system packages: ${need[*]}"
+  # apt's hundreds of lines go to a log; they are shown only if it fails
+  apt_log=$(mktemp "${TMPDIR:-/tmp}/aps-setup-apt.XXXXXX.log")
+  echo "setup: installing system packages: ${need[*]} (apt's output: $apt_log)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${need[@]}"
+  if ! { $sudo_cmd apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${need[@]}"; } \
+      >"$apt_log" 2>&1; then
+    tail -30 "$apt_log" >&2
+    echo "setup: apt-get failed installing ${need[*]} (full output: $apt_log)" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
 fi
 
-quiet() {  # this machine's pip config names local mirrors that may be absent: drop those warnings only
-  "$@" 2>&1 | awk '!/is ignored: it is neither a file nor a directory/'
+quiet() {  # drop what is not for people: warnings about this machine's absent local pip mirrors, and setuptools'
+  # boxed BuildBackendWarning about editable installs (the project is installed editable on purpose)
+  "$@" 2>&1 | awk '/is ignored: it is neither a file nor a directory/ {next}
+                   /BuildBackendWarning: Editable installation/ {skip=1; next}
+                   skip && /with strategy, WheelFile/ {skip=0; next}
+                   !skip'
 }
 
 [ -x "$venv/bin/python" ] || { echo "setup: creating $venv"; "$python" -m venv "$venv"; }
