@@ -12,19 +12,7 @@ from pathlib import Path
 
 import typer
 
-from common.cli_options import (
-    CHECKPOINT_HELP,
-    COARSE,
-    DEVICE,
-    FACES,
-    FORMATS,
-    PAGE_FACES,
-    RESOLUTION,
-    SCHEDULER,
-    THREADS,
-    WORKERS,
-    resolve_device,
-)
+from common import cli_options as shared
 from common.cluster import default_workers
 from common.out_folder import check_out_folder
 
@@ -32,25 +20,25 @@ from common.out_folder import check_out_folder
 def evaluate(
     runs: list[Path] = typer.Argument(None, metavar="[RUN_DIR_OR_CSV]...",
                                       help="With --compare: eval output folders or their metrics.csv files."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help=shared.CHECKPOINT_HELP),
     data: Path = typer.Option(None, "--data", help="Preprocessed store (the output of `aps preprocess`)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     split: str = typer.Option("test", help="Split whose objects are evaluated."),
     view: int = typer.Option(0, help="Index of the stored view used as the single input image."),
-    resolution: int = RESOLUTION,
-    coarse: int = COARSE,
+    resolution: int = shared.RESOLUTION,
+    coarse: int = shared.COARSE,
     level: str = typer.Option("auto", help="Occupancy level of the mesh and the IoU: auto (the checkpoint's own: "
                               "0.5, or for a network trained on a soft label v(d, s) the label's value half a voxel "
                               "outside the surface, docs/METHOD.md) or a number in (0, 1)."),
-    formats: list[str] = FORMATS,
+    formats: list[str] = shared.FORMATS,
     original_units: bool = typer.Option(False, "--original-units",
                                         help="Also write meshes in source units (p*scale+center)."),
     silhouette_views: int = typer.Option(8, help="Stored views compared by silhouette IoU."),
     pictures: bool = typer.Option(True, "--pictures/--no-pictures",
                                   help="Draw input | prediction | ground truth per object (pictures/, report.md) "
                                   "and put its meshes in report.html's 3D view."),
-    page_faces: int = PAGE_FACES,
-    faces: int = FACES,
+    page_faces: int = shared.PAGE_FACES,
+    faces: int = shared.FACES,
     batch_size: int = typer.Option(None, "--points-per-query", show_default="4096 on a CPU, 262144 on a GPU",
                                    help="Points per network query (bounds memory)."),
     old_batch_size: int = typer.Option(None, "--batch-size", hidden=True,
@@ -60,10 +48,10 @@ def evaluate(
     objects: list[str] = typer.Option([], "--object", help="Evaluate only this object id (repeatable)."),
     per_category: int = typer.Option(None, "--per-category",
                                      help="Evaluate the first N objects of each category of the split."),
-    scheduler: str = SCHEDULER,
-    workers: int = WORKERS,
-    device: str = DEVICE,
-    threads: int = THREADS,
+    scheduler: str = shared.SCHEDULER,
+    workers: int = shared.WORKERS,
+    device: str = shared.DEVICE,
+    threads: int = shared.THREADS,
     precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32; the default, so that a "
                                   "checkpoint's metrics do not depend on the CPU) | auto (bf16 where the hardware "
                                   "has it and a timed decoder call is faster: 1.5-2x faster queries, meshes within "
@@ -108,7 +96,7 @@ def evaluate(
         logging.getLogger(__name__).warning("--batch-size is now --points-per-query (aps train's --batch-size "
                                             "counts object-views); using it as --points-per-query")
         batch_size = old_batch_size
-    device = resolve_device(device)
+    device = shared.resolve_device(device)
     gpu = device.startswith("cuda")
     batch_size = batch_size if batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
     config = EvalConfig(split=split, view=view, resolution=resolution, coarse=coarse or None,

@@ -13,17 +13,7 @@ from pathlib import Path
 
 import typer
 
-from common.cli_options import (
-    CHECKPOINT_HELP,
-    COARSE,
-    DEVICE,
-    FACES,
-    FORMATS,
-    PAGE_FACES,
-    RESOLUTION,
-    THREADS,
-    resolve_device,
-)
+from common import cli_options as shared
 from common.errors import first_line
 
 PREVIEW_SUFFIX = ".preview.png"
@@ -71,16 +61,16 @@ def reconstruct(
     source: Path = typer.Argument(..., metavar="IMAGE_OR_FOLDER",
                                   help="A photo (PNG/JPEG/..., RGB on a plain background or an RGBA cut-out) "
                                   "or a folder of them."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help=shared.CHECKPOINT_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder: <stem>.<format>, <stem>.json, <stem>.preview.png, "
                              "reconstruct.html."),
-    formats: list[str] = FORMATS,
+    formats: list[str] = shared.FORMATS,
     size_text: str = typer.Option(None, "--size", show_default="the normalised frame, largest side about 1",
                                   help="Real size of the object's largest dimension with its unit: 120mm, 12cm, "
                                   "0.12m or 4.7in (a bare number is mm). PLY, OBJ and STL are written in that unit, "
                                   "GLB in metres (glTF's unit); the .json beside each mesh says which."),
-    resolution: int = RESOLUTION,
-    coarse: int = COARSE,
+    resolution: int = shared.RESOLUTION,
+    coarse: int = shared.COARSE,
     data: Path = typer.Option(None, "--data", help="The training store: measure the framing (fill, camera "
                               "distance, view size) on its views (default: the store named in the checkpoint, "
                               "where it exists; else the demo store's figures)."),
@@ -93,10 +83,10 @@ def reconstruct(
                             "GrabCut finds it there."),
     page: bool = typer.Option(True, "--page/--no-page", help="Write reconstruct.html: every photo of this call and "
                               "its mesh in a 3D view, one offline file."),
-    page_faces: int = PAGE_FACES,
-    faces: int = FACES,
-    device: str = DEVICE,
-    threads: int = THREADS,
+    page_faces: int = shared.PAGE_FACES,
+    faces: int = shared.FACES,
+    device: str = shared.DEVICE,
+    threads: int = shared.THREADS,
     precision: str = typer.Option("fp32", help="The network's arithmetic: fp32 (float32, the default: the same "
                                   "mesh on every machine) | auto (bf16 where the hardware has it and a timed decoder "
                                   "call is faster: it moves the 0.5-level slightly, docs/EVALUATION.md) | bf16."),
@@ -153,7 +143,7 @@ def reconstruct(
     box_px = _box(box) if box else None
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads}")
-    device = resolve_device(device)
+    device = shared.resolve_device(device)
     files = _inputs(source, out)
     if mask is not None and not (mask.is_file() if source.is_file() else mask.is_dir()):
         raise FileNotFoundError(f"{mask}: --mask must be {'an image' if source.is_file() else 'a folder of masks'} "
