@@ -83,8 +83,8 @@ def test_source_values_of_the_wrong_type_are_refused_at_load(tmp_path, table, er
 
 
 @pytest.mark.parametrize("split, error", [
-    ('methd = "hash"', r"unknown key\(s\) \['methd'\] with method = 'hash'; known: \['by_category', 'exact', "
-                       r"'method', 'test', 'val'\]"),
+    ('methd = "hash"', r"unknown key\(s\) \['methd'\] with method = 'hash'; known: \['at_least', 'by_category', "
+                       r"'exact', 'method', 'test', 'val'\]"),
     ('method = "lists"\nvall = ["a"]', r"unknown key\(s\) \['vall'\] with method = 'lists'; known: \['method', 'test', "
                                        r"'val'\]"),
     ('method = "lists"\nval = ["a"]\nexact = true', r"unknown key\(s\) \['exact'\] with method = 'lists'"),

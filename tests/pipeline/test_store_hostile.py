@@ -247,8 +247,10 @@ def _fill(mount: Path, leave: int) -> Path:
 def test_a_full_disk_names_the_file_keeps_what_was_written_and_a_rerun_finishes(small_disk, parts):
     """Was: `[Errno 28] No space left on device`, with no file named, and the partial shard left taking space."""
     store = small_disk / "store"
+    # 3 parts split 1/1/1 since small folders get a test object: its evaluation reference (100,000 points with
+    # normals, 2.7 MB by default) would not fit the 2 MB disk even when it is empty
     args = [str(APS), "preprocess", "--meshes", str(parts), "--out", str(store), "--scheduler", "serial",
-            "--views", "2", "--shard-size", "1"]
+            "--views", "2", "--shard-size", "1", "--set", "n_reference=2000"]
     filler = _fill(small_disk, 200_000)  # room for the first shard (~140 kB) and the run's small files
     full = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert full.returncode == 1, full.stdout + full.stderr
