@@ -63,5 +63,7 @@ def write_mesh(vertices: np.ndarray, faces: np.ndarray, path: str | Path) -> Non
         return
     import trimesh  # seconds to import: `aps eval`'s config checks the formats (check_formats) without it
 
-    data = trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False).export(file_type=path.suffix[1:])
+    # an empty mesh (no surface: eval still writes the object's file) has no normals trimesh can take
+    extra = {"vertex_normals": normals} if len(normals) else {}
+    data = trimesh.Trimesh(vertices, faces, process=False, **extra).export(file_type=path.suffix[1:])
     atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)

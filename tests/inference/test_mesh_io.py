@@ -33,3 +33,10 @@ def test_a_vertex_of_no_face_gets_a_zero_normal():
     normals = vertex_normals(v, np.array([[0, 1, 2]]))
     np.testing.assert_allclose(normals[:3], [[0, 0, 1]] * 3)
     np.testing.assert_array_equal(normals[3], [0, 0, 0])
+
+
+def test_an_empty_mesh_is_written_in_every_format(tmp_path):
+    """eval writes the file of an object with no surface too; normals must not stop it (they did for obj/glb/stl)."""
+    for fmt in ("ply", "obj", "glb", "stl"):
+        write_mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), tmp_path / f"empty.{fmt}")
+        assert (tmp_path / f"empty.{fmt}").is_file(), fmt
