@@ -29,7 +29,7 @@ from evaluation.mesh_page import GT_RGB, PRED_RGB, decimate, encode_meshes, png_
 from evaluation.render import GT_COLOR, PRED_COLOR, compose_strip, load_source_mesh, render_points, save_png
 from evaluation.results import ObjectResult, ResultFolder
 from inference.extract_mesh import CountingField, Extraction, Field, extract_mesh
-from inference.mesh_io import write_mesh
+from inference.mesh_io import vertex_normals, write_mesh
 from pipeline.cameras import picture_views, render_mesh, scale_intrinsics, silhouettes
 from pipeline.schema.layout import object_file
 from pipeline.schema.read import Store
@@ -165,14 +165,15 @@ def score_object(store: Store, prediction: Prediction, job: EvalJob) -> ObjectRe
     files = []
     # the files at --faces, if asked; every metric above and the pictures below use the full mesh
     file_v, file_f = (vertices, faces) if config.faces is None else decimate(vertices, faces, config.faces)
+    normals = vertex_normals(file_v, file_f)  # once for every file: the original units are a scale and a shift
     for fmt in config.formats:
         path = object_file(out_dir / "meshes", object_id, f".{fmt}")
-        write_mesh(file_v, file_f, path)
+        write_mesh(file_v, file_f, path, normals)
         files.append(path.relative_to(out_dir).as_posix())
         if config.original_units:
             original = file_v * float(ref["scale"]) + np.asarray(ref["center"], np.float32)
             path = object_file(out_dir / "meshes_original_units", object_id, f".{fmt}")
-            write_mesh(original.astype(np.float32), file_f, path)
+            write_mesh(original.astype(np.float32), file_f, path, normals)
             files.append(path.relative_to(out_dir).as_posix())
     clock.lap("write")
 

@@ -53,11 +53,13 @@ def ply_bytes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | Non
     return header.encode() + np.ascontiguousarray(np.hstack(columns)).tobytes() + rows.tobytes()
 
 
-def write_mesh(vertices: np.ndarray, faces: np.ndarray, path: str | Path) -> None:
+def write_mesh(vertices: np.ndarray, faces: np.ndarray, path: str | Path, normals: np.ndarray | None = None) -> None:
     """vertices (V, 3), faces (F, 3) -> a mesh file in the format named by the path's suffix, written atomically,
-    with vertex normals (vertex_normals) where the format holds them (PLY, OBJ, GLB; STL has face normals)."""
+    with vertex normals where the format holds them (PLY, OBJ, GLB; STL has face normals). normals: (V, 3), the
+    mesh's vertex_normals, given by a caller that writes one mesh several times (formats, units: a uniform scale
+    and a shift leave them as they are); None: computed here."""
     path = Path(path)
-    normals = vertex_normals(vertices, faces)
+    normals = vertex_normals(vertices, faces) if normals is None else normals
     if path.suffix == ".ply":
         atomic_write_bytes(path, ply_bytes(vertices, faces, normals))
         return

@@ -8,7 +8,6 @@ functions of the rooms below (photos, framing, reconstruction, preview).
 from __future__ import annotations
 
 import glob
-import os
 from pathlib import Path
 
 import typer
@@ -109,12 +108,13 @@ def reconstruct(
     from tqdm import tqdm
 
     from common.atomic import atomic_write_text
+    from common.cluster import default_workers
     from common.out_folder import check_out_folder
     from common.progress import bar_options
     from evaluation.mesh_page import check_page_faces, decimate
     from evaluation.render import save_png
     from inference.extract_mesh import check_grid
-    from inference.mesh_io import check_formats, write_mesh
+    from inference.mesh_io import check_formats, vertex_normals, write_mesh
     from inference.predictor import load_predictor
     from pipeline.schema.read import open_store
     from reconstruct.framing import Framing, remembered_framing
@@ -149,7 +149,7 @@ def reconstruct(
         raise FileNotFoundError(f"{mask}: --mask must be {'an image' if source.is_file() else 'a folder of masks'} "
                                 f"for {source}")
     check_out_folder(out, "reconstruct")  # not a training run, an eval report or a store
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or default_workers())
     predictor = load_predictor(checkpoint, device=device, precision=precision)
     if data is None and predictor.data and Path(predictor.data, "index.json").is_file():
         data = Path(predictor.data)  # the training store named in the checkpoint, where it is still there
@@ -178,9 +178,10 @@ def reconstruct(
             # the files at --faces, if asked; the preview and the page draw the full mesh (the page its own cut)
             file_v, file_f = (result.vertices, result.faces) if faces is None else \
                 decimate(result.vertices, result.faces, faces)
+            normals = vertex_normals(file_v, file_f)  # once for every format: --size scales uniformly
             for fmt in formats:
                 vertices = file_v if size is None else scale_to_size(file_v, size.value_in(size.unit_of(fmt)))
-                write_mesh(vertices, file_f, out / f"{path.stem}.{fmt}")
+                write_mesh(vertices, file_f, out / f"{path.stem}.{fmt}", normals)
             if preview:
                 save_png(draw_preview(image, result), out / f"{path.stem}{PREVIEW_SUFFIX}")
             if page:
