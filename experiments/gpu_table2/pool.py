@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from evaluation.report import markdown
-from experiments.ablation.tables import mean_std
+from experiments.ablation.tables import mean_std, object_mean
 from experiments.cpu_quality.figures import save_panels
 
 BASE = "fpn+binary"
@@ -52,11 +52,6 @@ def _value(row: dict, key: str) -> float:
         return math.nan
 
 
-def _mean(rows: Sequence[dict], key: str) -> float:
-    values = [_value(r, key) for r in rows]
-    return statistics.fmean(values) if values else math.nan
-
-
 def _pm(values: Sequence[float], digits: int) -> str:
     mean, std = mean_std(values)
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -76,7 +71,8 @@ def pooled_table(calls: Sequence[dict]) -> list[list[str]]:
         s_text = "binary" if all(s is None or math.isnan(float(s)) for s in finals) else \
             " / ".join("-" if s is None else f"{float(s):.2f}" for s in finals)
         table.append([name, str(len(calls)),
-                      *(_pm([_mean(c["objects"][name], key) for c in calls], digits) for key, _, digits in METRICS),
+                      *(_pm([object_mean(c["objects"][name], key) for c in calls], digits)
+                        for key, _, digits in METRICS),
                       str(sum(1 for c in calls for r in c["objects"][name] if r.get("status") != "ok")), s_text])
     return table
 
